@@ -25,6 +25,8 @@ from tvm import relax, te
 
 from .grouping import call_tir_parts, group_into_consumer
 from .lifetime import STORAGE_OP_ATTR, analyze_lifetimes
+from .mcu_schedule import MCUSchedule
+from .row_overwrite import find_overwrites
 from .spill_planner import choose_spills
 
 INJECTIVE = 2
@@ -37,13 +39,41 @@ def reads_in_place(storage: str, fuse_fetch: bool) -> bool:
     return fuse_fetch
 
 
-def _copy_kernel(ty: relax.TensorType, op: str) -> tvm.tirx.PrimFunc:
-    shape = [tvm.tirx.IntImm("int64", int(s)) for s in ty.shape.values]  # int64, like LegalizeOps
-    src = te.placeholder(shape, str(ty.dtype), "src")
-    dst = te.compute(shape, lambda *i: src(*i), name=f"tinyseg_{op}")
+def _int64_shape(ty: relax.TensorType) -> list:
+    return [tvm.tirx.IntImm("int64", int(s)) for s in ty.shape.values]  # int64, like LegalizeOps
+
+
+def _kernel_of(inputs, output, op) -> tvm.tirx.PrimFunc:
     # private (no global symbol), so dead code elimination drops the copies FuseTIR merged away
-    return te.create_prim_func([src, dst]).without_attr("global_symbol").with_attrs(
-        {STORAGE_OP_ATTR: op, "op_pattern": INJECTIVE})
+    attrs = {"op_pattern": INJECTIVE, **({STORAGE_OP_ATTR: op} if op else {})}
+    return te.create_prim_func([*inputs, output]).without_attr("global_symbol").with_attrs(attrs)
+
+
+def _rows(shape, count) -> list:
+    return [shape[0], tvm.tirx.IntImm("int64", count), *shape[2:]]
+
+
+def _copy_kernel(ty: relax.TensorType, op: str, rows=None) -> tvm.tirx.PrimFunc:
+    """``op`` ("spill", "fetch", "stream"): an identity copy; with ``rows = (start, stop)``, a copy
+    of those rows (axis 1) only — the stored or the kept part of a partial spill."""
+    shape = _int64_shape(ty)
+    src = te.placeholder(shape, str(ty.dtype), "src")
+    start, stop = rows or (0, int(shape[1]))
+    dst = te.compute(_rows(shape, stop - start), lambda n, h, *i: src(n, h + start, *i),
+                     name=f"tinyseg_{op or 'keep'}")
+    return _kernel_of([src], dst, op)
+
+
+def _join_kernel(ty: relax.TensorType, op: str, rows: int) -> tvm.tirx.PrimFunc:
+    """The stored first ``rows`` rows (read through ``op``: "fetch" or "stream") and the kept
+    rest, joined into the whole tensor; fused into the consumer it never exists."""
+    shape = _int64_shape(ty)
+    stored = te.placeholder(_rows(shape, rows), str(ty.dtype), "stored")
+    kept = te.placeholder(_rows(shape, int(shape[1]) - rows), str(ty.dtype), "kept")
+    read = te.compute(stored.shape, lambda *i: stored(*i), name=f"tinyseg_{op}")
+    joined = te.compute(shape, lambda n, h, *i: tvm.tirx.if_then_else(
+        h < rows, read(n, h, *i), kept(n, h - rows, *i)), name="tinyseg_join")
+    return _kernel_of([stored, kept], joined, op)
 
 
 @relax.expr_functor.mutator
@@ -60,16 +90,23 @@ class _Rewriter(relax.PyExprMutator):
         self.var_of = {}  # tensor name -> new relax Var (for the spilled tensors)
         self.spilled_names = {s.tensor for s in spills}
         self.name_of_step_output = {step.index: step.output for step in table.steps}
-        self.stored, self.fetched = {}, {}  # tensor name -> var
+        self.stored, self.fetched, self.kept = {}, {}, {}  # tensor name -> var
+        self.partial = {s.tensor: s.rows for s in spills if s.rows}
         self.copy_kernels = {}
         self.step = -1
 
-    def _kernel(self, ty, op):
-        key = (tuple(int(s) for s in ty.shape.values), str(ty.dtype), op)
+    def _kernel(self, ty, op, make=_copy_kernel, *extra):
+        key = (tuple(int(s) for s in ty.shape.values), str(ty.dtype), op, make.__name__, *extra)
         if key not in self.copy_kernels:
-            name = f"tinyseg_{op}_" + "x".join(map(str, key[0]))
-            self.copy_kernels[key] = self.builder_.add_func(_copy_kernel(ty, op), name)
+            rows = [f"r{'_'.join(map(str, e))}" if isinstance(e, tuple) else f"r{e}" for e in extra]
+            name = "_".join([f"tinyseg_{op or 'keep'}" + ("_join" if make is _join_kernel else ""),
+                             "x".join(map(str, key[0])), *rows])
+            self.copy_kernels[key] = self.builder_.add_func(make(ty, op, *extra), name)
         return self.copy_kernels[key]
+
+    def _part_type(self, ty, start, stop):
+        shape = [int(s) for s in ty.shape.values]
+        return relax.TensorType([shape[0], stop - start, *shape[2:]], ty.dtype)
 
     def _emit(self, var, expr):
         if isinstance(var, relax.DataflowVar):
@@ -106,16 +143,35 @@ class _Rewriter(relax.PyExprMutator):
             self.var_of[self.name_of_step_output[self.step]] = new_var
         for spill in self.spill_after.get(self.step, []):
             source = self.var_of[spill.tensor]
-            self.stored[spill.tensor] = self.builder_.emit(
-                relax.call_tir(self._kernel(source.ty, "spill"), relax.Tuple([source]), source.ty),
-                name_hint=spill.tensor + "_stored")
+            if not spill.rows:
+                self.stored[spill.tensor] = self.builder_.emit(
+                    relax.call_tir(self._kernel(source.ty, "spill"), relax.Tuple([source]), source.ty),
+                    name_hint=spill.tensor + "_stored")
+                continue
+            total = int(source.ty.shape.values[1])
+            for op, (start, stop), into, suffix in (("spill", (0, spill.rows), self.stored, "_stored"),
+                                                    (None, (spill.rows, total), self.kept, "_kept")):
+                into[spill.tensor] = self.builder_.emit(
+                    relax.call_tir(self._kernel(source.ty, op, _copy_kernel, (start, stop)), relax.Tuple([source]),
+                                   self._part_type(source.ty, start, stop)), name_hint=spill.tensor + suffix)
 
     def _fused_read(self, consumer, args, replaced, kernel):
         """Group an identity fetch of each stored input with the consumer: after FuseTIR and
         MCUSchedule the consumer kernel reads the stored tensor in place."""
         op = self.fused_op
-        fetches = [(relax.call_tir(self._kernel(original.ty, op), relax.Tuple([stored]), original.ty), original)
-                   for original, stored in zip(args, replaced) if stored is not original]
+        name_of = {v: name for name, v in self.var_of.items()}
+        fetches = []
+        for original, stored in zip(args, replaced):
+            if stored is original:
+                continue
+            rows = self.partial.get(name_of.get(original))
+            if rows:
+                kept = self.kept[name_of[original]]
+                read = relax.call_tir(self._kernel(original.ty, op, _join_kernel, rows),
+                                      relax.Tuple([stored, kept]), original.ty)
+            else:
+                read = relax.call_tir(self._kernel(original.ty, op), relax.Tuple([stored]), original.ty)
+            fetches.append((read, original))
         call = relax.call_tir(kernel, relax.Tuple(args), consumer.ty)
         return group_into_consumer(self.builder_, f"tinyseg_{op}_into_{kernel.name_hint}", call, fetches)
 
@@ -124,9 +180,10 @@ class _Rewriter(relax.PyExprMutator):
 class InsertSpillFetch:
     """Spill idle long-living tensors to storage and fetch them back (see module docstring)."""
 
-    def __init__(self, spills=None, *, storage=None, fuse_fetch=None, ram_budget=None, planner=None):
+    def __init__(self, spills=None, *, storage=None, fuse_fetch=None, ram_budget=None, planner=None,
+                 overwrite_rows=None):
         self.spills, self.storage, self.fuse_fetch = spills, storage, fuse_fetch
-        self.ram_budget, self.planner = ram_budget, planner
+        self.ram_budget, self.planner, self.overwrite_rows = ram_budget, planner, overwrite_rows
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm_tinyseg.pass_config import current_options
@@ -141,10 +198,15 @@ class InsertSpillFetch:
             budget = options.ram_budget if self.ram_budget is None else self.ram_budget
             if not budget:
                 return mod
-            spills = choose_spills(table, budget, reads_in_place=in_place,
-                                   planner=self.planner or options.planner).spills
+            overwrite = options.overwrite_rows if self.overwrite_rows is None else self.overwrite_rows
+            # outputs that may overwrite dead input rows need less arena: judge spills with them
+            overwrites = find_overwrites(MCUSchedule(mod), table) if overwrite else ()
+            spills = choose_spills(table, budget, reads_in_place=in_place, planner=self.planner or options.planner,
+                                   overwrites=overwrites).spills
         if not spills:
             return mod
+        if not in_place and any(s.rows for s in spills):
+            raise ValueError("partial spills need fused fetching (tinyseg.fuse_fetch)")
         rewriter = _Rewriter(mod, table, spills, in_place, "fetch" if storage == "mmap" else "stream")
         rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(mod["main"]))
         mod = rewriter.builder_.finalize()

@@ -23,7 +23,7 @@ def lifetimes(draw):
     return buffers
 
 
-@pytest.mark.parametrize("planner", sorted(PLANNERS))
+@pytest.mark.parametrize("planner", sorted(set(PLANNERS) - {"exact"}))  # exact: small graphs below
 @settings(max_examples=200, deadline=None)
 @given(buffers=lifetimes())
 def test_plans_are_valid_and_above_the_bound(planner, buffers):
@@ -68,3 +68,49 @@ def test_plan_prints_every_buffer():
     plan = greedy_by_size([Buffer("skip", 4096, 0, 9), Buffer("tmp", 512, 3, 4)])
     text = plan.to_text()
     assert "greedy_by_size" in text and "skip" in text and "tmp" in text and str(plan.size) in text
+
+
+@st.composite
+def lifetimes_with_overwrites(draw, small=False):
+    """Random lifetimes where some buffers may overwrite a buffer dying at their first step."""
+    buffers = draw(small_lifetimes() if small else lifetimes())
+    result = []
+    for b in buffers:
+        dying = [a.name for a in buffers if a.last == b.first and a.name != b.name]
+        if dying and draw(st.booleans()):
+            b = Buffer(b.name, b.nbytes, b.first, b.last, draw(st.sampled_from(dying)), draw(st.integers(0, b.nbytes)))
+        result.append(b)
+    return result
+
+
+@st.composite
+def small_lifetimes(draw):
+    n = draw(st.integers(1, 8))
+    return [Buffer(f"t{i}", draw(st.integers(1, 400)), first, draw(st.integers(first, first + 4)))
+            for i, first in enumerate(draw(st.lists(st.integers(0, 8), min_size=n, max_size=n)))]
+
+
+@pytest.mark.parametrize("planner", sorted(set(PLANNERS) - {"exact"}))
+@settings(max_examples=200, deadline=None)
+@given(buffers=lifetimes_with_overwrites())
+def test_plans_with_overwrites_keep_every_output_its_lead_below(planner, buffers):
+    plan = plan_arena(buffers, planner)  # check(): overlap only as an overwrite pair allows
+    by_name = {b.name: b for b in buffers}
+    for b in buffers:
+        partner = by_name.get(b.overwrites)
+        if partner is not None and b.may_overwrite(partner):
+            lo, hi = plan.offsets[b.name], plan.offsets[b.name] + b.nbytes
+            p_lo = plan.offsets[partner.name]
+            assert lo + b.lead <= p_lo or hi <= p_lo or lo >= p_lo + partner.nbytes
+    assert plan.size >= peak_live_bytes(buffers)
+
+
+@settings(max_examples=60, deadline=None)
+@given(buffers=lifetimes_with_overwrites(small=True))
+def test_exact_is_between_the_bound_and_best_of(buffers):
+    exact = plan_arena(buffers, "exact").size
+    assert align16(peak_live_bytes(buffers)) <= exact <= plan_arena(buffers, "best_of").size
+
+
+def align16(n):
+    return (n + 15) // 16 * 16

@@ -41,9 +41,9 @@ def test_values_inside_context_and_defaults_outside():
 
 def test_all_options_and_explicit_context():
     config = {"tinyseg.ram_budget": 131072, "tinyseg.storage": "uart", "tinyseg.fuse_fetch": False,
-              "tinyseg.planner": "greedy_by_size", "tinyseg.enable": False}
+              "tinyseg.planner": "greedy_by_size", "tinyseg.enable": False, "tinyseg.overwrite_rows": False}
     ctx = tvm.transform.PassContext(config=config)
-    assert current_options(ctx) == TinySegOptions(131072, "uart", False, "greedy_by_size", False)
+    assert current_options(ctx) == TinySegOptions(131072, "uart", False, "greedy_by_size", False, False)
 
 
 @pytest.mark.parametrize("key, value, expected", [

@@ -17,13 +17,14 @@ from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
-from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, plan_arena
+from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, peak_live_bytes, plan_arena
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch
 from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
+from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 
 RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
@@ -37,7 +38,7 @@ def kernel_passes(options: TinySegOptions):
     tinyseg = [
         FuseDataMovementIntoConsumer(),
         InsertSpillFetch(ram_budget=options.ram_budget, storage=options.storage, fuse_fetch=options.fuse_fetch,
-                         planner=options.planner),
+                         planner=options.planner, overwrite_rows=options.overwrite_rows),
     ] if options.enable else []
     return [
         LowerFakeQuantToInteger(),
@@ -64,15 +65,20 @@ def lower_to_kernels(mod: tvm.IRModule, options: TinySegOptions = None) -> tvm.I
         return tvm.transform.Sequential(kernel_passes(options or TinySegOptions()))(mod)
 
 
-def arena_buffers(table: LifetimeTable, kernels: CKernels) -> list:
+def arena_buffers(table: LifetimeTable, kernels: CKernels, overwrites=()) -> list:
     """Everything the arena holds: input, activations, output (but not spilled copies) and the
-    (ideally empty) per-kernel workspaces."""
+    (ideally empty) per-kernel workspaces; ``overwrites`` (passes/row_overwrite.py) let outputs
+    share bytes with the input rows they no longer need."""
     buffers = [Buffer(t.name, t.nbytes, t.first, t.last) for t in table.ram_tensors()]
     for step in table.steps:
         nbytes = kernels.workspace_bytes.get(step.kernel, 0)
         if nbytes:
             buffers.append(Buffer(emit_c.workspace_buffer(step.index), nbytes, step.index, step.index))
-    return buffers
+    return with_overwrites(buffers, overwrites)
+
+
+def overwrites_of(mod: tvm.IRModule, table: LifetimeTable, options: TinySegOptions) -> list:
+    return find_overwrites(mod, table) if options.enable and options.overwrite_rows else []
 
 
 def storage_buffers(table: LifetimeTable) -> list:
@@ -86,7 +92,10 @@ def spill_report(table: LifetimeTable) -> list:
         if step.kind == "spill":
             stored = table.tensors[step.output]
             readers = [table.steps[c] for c in stored.consumers]
+            whole = table.tensors[step.args[0]]
+            partial = stored.nbytes < whole.nbytes  # rows stored / rows of the tensor
             report.append({"tensor": step.args[0], "bytes": stored.nbytes, "spilled_after_step": step.index - 1,
+                           "rows": [int(stored.shape[1]), int(whole.shape[1])] if partial else None,
                            "fetched_for_steps": [r.index + (1 if r.kind == "fetch" else 0) for r in readers],
                            "in_place": any(r.kind == "kernel" for r in readers)})
     return report
@@ -138,6 +147,10 @@ class CompileResult:
             "output_bytes": out.nbytes,
             "peak_live_bytes": self.table.peak_live_bytes(),
             "lower_bound_bytes": self.table.largest_tensor_bytes(),
+            # what no placement of this plan's buffers can beat (overwrite pairs sharing bytes)
+            "plan_bound_bytes": peak_live_bytes(self.plan.buffers),
+            "overwrites": [{"output": b.name, "input": b.overwrites, "lead_bytes": b.lead}
+                           for b in self.plan.buffers if b.overwrites],
             "workspace_bytes": sum(self.kernels.workspace_bytes.values()),
             "kernels": sum(1 for s in self.table.steps if s.kind == "kernel"),
         }
@@ -171,7 +184,8 @@ def _compile(model, options):
     mod = lower_to_kernels(model.mod, options)
     table = analyze_lifetimes(mod["main"], mod)
     kernels = build_c_kernels(mod)
-    return mod, table, kernels, plan_arena(arena_buffers(table, kernels), options.planner)
+    buffers = arena_buffers(table, kernels, overwrites_of(mod, table, options))
+    return mod, table, kernels, plan_arena(buffers, options.planner)
 
 
 def _plan_within_budget(model, options):

@@ -68,7 +68,9 @@ OPTIONS = (
     Option("tinyseg.storage", str, "file",
            "where spilled tensors go: " + ", ".join(f"{k!r} ({v})" for k, v in STORAGE_KINDS.items())),
     Option("tinyseg.fuse_fetch", bool, True, "fuse fetches of spilled tensors into their consumer"),
-    Option("tinyseg.planner", str, "best_of", "the arena planner (tvm_tinyseg.passes.arena_planner.PLANNERS)"),
+    Option("tinyseg.planner", str, "exact", "the arena planner (tvm_tinyseg.passes.arena_planner.PLANNERS)"),
+    Option("tinyseg.overwrite_rows", bool, True,
+           "let a kernel write its output over input rows it no longer needs (passes/row_overwrite.py)"),
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
@@ -80,8 +82,9 @@ class TinySegOptions:
     ram_budget: int = 0
     storage: str = "file"
     fuse_fetch: bool = True
-    planner: str = "best_of"
+    planner: str = "exact"
     enable: bool = True
+    overwrite_rows: bool = True
 
 
 def _field(key: str) -> str:

@@ -32,7 +32,7 @@ def tinyseg_pipeline(**overrides):
 
     @tvm.transform.module_pass(opt_level=0, name="TinySegPipeline")
     def _pipeline(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from tvm_tinyseg.driver import arena_buffers, kernel_passes, moved_bytes, storage_buffers
+        from tvm_tinyseg.driver import arena_buffers, kernel_passes, moved_bytes, overwrites_of, storage_buffers
         from tvm_tinyseg.codegen.tir_to_c import CKernels
         from tvm_tinyseg.passes.arena_planner import plan_arena
         from tvm_tinyseg.passes.lifetime import analyze_lifetimes
@@ -46,7 +46,8 @@ def tinyseg_pipeline(**overrides):
         with target:
             mod = tvm.transform.Sequential(kernel_passes(options))(mod)
             table = analyze_lifetimes(mod["main"], mod)
-            arena = plan_arena(arena_buffers(table, CKernels("", {})), options.planner)
+            arena = plan_arena(arena_buffers(table, CKernels("", {}), overwrites_of(mod, table, options)),
+                               options.planner)
             _LAST_REPORT.clear()
             _LAST_REPORT.update(arena_bytes=arena.size, storage_bytes=plan_arena(storage_buffers(table)).size,
                                 moved_bytes=moved_bytes(table, mod), storage=options.storage,

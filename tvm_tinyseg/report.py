@@ -7,6 +7,7 @@ The timeline draws every RAM buffer of an ``ArenaPlan`` as a rectangle [first st
 import os
 
 from tvm_tinyseg.errors import TinySegError
+from tvm_tinyseg.passes.arena_planner import peak_live_bytes
 
 INPUT_OUTPUT_COLOR = "#c8c8c8"
 SPILL_COLOR = "crimson"
@@ -38,8 +39,13 @@ def format_analysis(table, plan) -> str:
     for name, stored in spilled_copies(table).items():
         lines.append(f"spilled: {name} -> {stored.name} ({stored.nbytes} B), written at step {stored.producer}, "
                      f"read at step {','.join(map(str, stored.consumers))}")
+    shared = [b for b in plan.buffers if b.overwrites]
+    if shared:
+        lines.append(f"outputs overwriting dead input rows: {len(shared)} ("
+                     + ", ".join(f"{b.name} over {b.overwrites}, lead {b.lead} B" for b in shared) + ")")
     lines.append(f"arena: {plan.size} B ({plan.algorithm}); lower bound {table.largest_tensor_bytes()} B "
-                 f"(largest tensor); peak live {table.peak_live_bytes()} B")
+                 f"(largest tensor); peak live {table.peak_live_bytes()} B, "
+                 f"{peak_live_bytes(plan.buffers)} B with overwrites")
     return "\n".join(lines)
 
 
