@@ -1,6 +1,7 @@
 """Remote ("uart") storage: the C client (storage_remote.c over link_socket.c on the host, over
 CMSDK UART0 under QEMU) against the shipped server (tvm_tinyseg/storage_server.py), and the
 server's robustness against malformed, oversize, garbage, slow and vanishing clients."""
+import json
 import os
 import shutil
 import signal
@@ -12,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MODELS, seeded_input, tflm_reference
+from conftest import MODELS, run_tinyseg, seeded_input, tflm_reference
 
 from tvm_tinyseg.codegen.emit_c import __file__ as EMIT_C
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.platforms import host, qemu
 from tvm_tinyseg.storage_server import (BAD_CRC, MALFORMED, MAX_PAYLOAD, NO_SESSION, OK, OUT_OF_RANGE, StorageServer,
                                         crc16, request_frame, response_frame)
 
@@ -65,6 +66,43 @@ def test_remote_client_compiles_for_8bit_avr(compiled_zoo, tmp_path):
                            "-c", "-I", out_dir, os.path.join(RUNTIME, "storage_remote.c"),
                            "-o", str(tmp_path / "storage_remote.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+needs_qemu = pytest.mark.skipif(not qemu.available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+
+
+@needs_qemu
+def test_uart_storage_under_qemu_matches_tflm_and_the_host(compiled_zoo):
+    """The firmware's UART0 reaches the server through QEMU's -serial tcp: the same output as the
+    host build and TFLite Micro, and every spilled byte crosses the serial line."""
+    result, out_dir, exe = compiled_zoo.get(TINYUNET_32, ram_budget=-1, storage="uart")
+    spec = result.io_spec["input"]
+    x = seeded_input(spec["shape"], spec["dtype"], 2)
+    stats = {}
+    with StorageServer() as server:
+        y = qemu.run(out_dir, x, qemu.build(out_dir), stats, storage_server=server)
+    np.testing.assert_array_equal(y, tflm_reference(TINYUNET_32, x))
+    np.testing.assert_array_equal(y, host.run(out_dir, x, exe))
+    assert stats["status"] == 0 and stats["exit_status"] == 0
+    assert stats["storage_written"] + stats["storage_read"] == result.memory_report["moved_bytes"]
+    assert (server.stats["bytes_written"], server.stats["bytes_read"]) == (stats["storage_written"],
+                                                                         stats["storage_read"])
+
+
+@pytest.mark.parametrize("platform", ["host", pytest.param("qemu", marks=needs_qemu)])
+def test_cli_runs_a_uart_model_with_its_own_server(tmp_path, platform):
+    build = tmp_path / "build"
+    proc = run_tinyseg("compile", TINYUNET_32, "-o", build, "--ram-budget", "min", "--storage", "uart")
+    assert proc.returncode == 0, proc.stderr
+    x = seeded_input([1, 32, 32, 1], "int8", 0)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_tinyseg("run", build, "--platform", platform, "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), tflm_reference(TINYUNET_32, x))
+    with open(build / "memory.json") as f:
+        moved = json.load(f)["moved_bytes"]
+    assert f"storage: {moved // 2} B written, {moved // 2} B read" in proc.stdout
 
 
 # --- the server, frame by frame ---------------------------------------------------------------
