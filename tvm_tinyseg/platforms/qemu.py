@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME_DIR = os.path.join(PACKAGE_DIR, "codegen", "runtime")
@@ -175,6 +175,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             stats["exit_status"] = proc.returncode
             stats["seconds"] = seconds
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             message = (proc.stdout.strip() + " " + proc.stderr.strip()).strip()
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")
