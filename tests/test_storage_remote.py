@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -223,6 +224,49 @@ def test_garbage_before_a_frame_is_skipped(server):
     c.send(bytes(range(0x10, 0x90)) + request_frame(b"O", 0, 4, struct.pack("<I", 16)))
     assert c.response() == (OK, b"")
     assert server.stats["garbage_bytes"] == 0x80
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_garbage_neither_crashes_nor_wedges_the_server(server, seed):
+    """Random bytes (some of them sync bytes starting bogus frames): every answer is a well-formed
+    error frame, and once the line is quiet a valid request is served."""
+    rng = np.random.default_rng(seed)
+    c = Client(server, timeout=3.0)
+    assert c.open(64) == (OK, b"")
+    c.send(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    c.sock.settimeout(1.5)  # > the frame deadline: every bogus frame has been answered or dropped
+    answers, closed = [], False
+    try:
+        while True:
+            answers.append(c.response())
+    except (socket.timeout, TimeoutError):
+        pass
+    except ConnectionError:  # a bogus frame left unfinished: its deadline closed the connection
+        closed = True
+    assert all(status in (BAD_CRC, MALFORMED, OUT_OF_RANGE) and payload == b"" for status, payload in answers)
+    c.sock.settimeout(3.0)
+    if closed:
+        c = Client(server)
+        assert c.open(64) == (OK, b"")
+    assert c.call(b"W", 0, 3, b"abc") == (OK, b"")
+    assert c.call(b"R", 0, 3) == (OK, b"abc")
+
+
+def test_connections_leave_no_threads_or_sockets_behind(server):
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    Client(server).open(16)  # warm up
+    assert wait_for(lambda: server.active_clients == 0)
+    threads, fds = threading.active_count(), open_fds()
+    for i in range(20):
+        c = Client(server)
+        assert c.open(4096) == (OK, b"")
+        c.send(request_frame(b"W", 0, 200, bytes(200))[:i * 10])  # vanish mid-frame, or between frames
+        c.close()
+    assert wait_for(lambda: server.active_clients == 0)
+    assert wait_for(lambda: threading.active_count() == threads)
+    assert open_fds() == fds
 
 
 def test_two_clients_never_see_each_others_data(server):
