@@ -149,19 +149,21 @@ def test_real_file_failures_fail_the_spill(model, tmp_path, pool_file):
 # --- the remote backend on the host --------------------------------------------------------------
 
 REMOTE_FAULTS = [
-    # server misbehaviour, tinyseg_run's status
-    (Faults(corrupt_reads=2), OK),  # transient: the client's retries fetch clean copies
-    (Faults(claim_bad_crc=2), OK),
-    (Faults(corrupt_reads=10 ** 6), CHECKSUM),
-    (Faults(claim_bad_crc=10 ** 6), CHECKSUM),
-    (Faults(hang_up_after=10), LINK_FAILED),  # gone while the spill is written
-    (Faults(hang_up_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED),  # gone among the fetches
-    (Faults(go_silent_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED),  # hangs: the client times out
+    # server misbehaviour, tinyseg_run's status, frames sent again
+    (Faults(corrupt_reads=2), OK, 2),  # transient: the client's retries fetch clean copies
+    (Faults(claim_bad_crc=2), OK, 2),
+    (Faults(noisy_responses=3), OK, 0),  # the client skips noise up to the sync byte
+    (Faults(misframed_responses=1), LINK_FAILED, None),  # out of step: no retry could be paired safely
+    (Faults(corrupt_reads=10 ** 6), CHECKSUM, None),
+    (Faults(claim_bad_crc=10 ** 6), CHECKSUM, None),
+    (Faults(hang_up_after=10), LINK_FAILED, None),  # gone while the spill is written
+    (Faults(hang_up_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED, None),  # gone among the fetches
+    (Faults(go_silent_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED, None),  # hangs: the client times out
 ]
 
 
-@pytest.mark.parametrize("faults,expected", REMOTE_FAULTS, ids=fault_id)
-def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected):
+@pytest.mark.parametrize("faults,expected,resent", REMOTE_FAULTS, ids=fault_id)
+def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected, resent):
     out_dir, x, reference = model("uart")
     monkeypatch.setenv("TINYSEG_STORAGE_TIMEOUT_MS", "500")
     with StorageServer(faults=faults) as server:
@@ -169,7 +171,7 @@ def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected):
     assert status == expected
     if expected == OK:
         np.testing.assert_array_equal(y, reference)
-        assert server.stats["frames"] == REMOTE_FRAMES_BEFORE_READS + 8192 // 256 + 2  # two frames resent
+        assert server.stats["frames"] == REMOTE_FRAMES_BEFORE_READS + 8192 // 256 + resent
 
 
 def test_remote_pool_above_the_server_limit_is_refused(model):

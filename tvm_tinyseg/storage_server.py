@@ -45,6 +45,8 @@ DEFAULT_POOL_LIMIT = 16 << 20
 DEFAULT_MAX_CLIENTS = 8
 QUIET_SECONDS = 0.05  # the line is drained after a bad frame until it has been silent this long
 MAX_DRAIN_SECONDS = 2.0
+LINE_NOISE = bytes([0x00, 0xFF, 0xA5, 0x13, 0x7E])
+FALSE_FRAME_START = bytes([SYNC_RESPONSE, OK, 0x34, 0x12])  # "ok, 0x1234 bytes follow"
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -68,6 +70,8 @@ class Faults:
     """Misbehaviour for fault-injection tests; counts are frames, across all clients."""
     corrupt_reads: int = 0  # flip a bit in the payload of this many read responses (after the CRC)
     claim_bad_crc: int = 0  # answer this many requests with "bad crc" without serving them
+    noisy_responses: int = 0  # precede this many responses with line noise (bytes other than the sync byte)
+    misframed_responses: int = 0  # precede this many responses with a false sync byte and a bogus header
     hang_up_after: int = None  # close every connection once this many frames were served
     go_silent_after: int = None  # stop answering (connection left open) after this many frames
 
@@ -173,6 +177,10 @@ class _Connection:
         frame = response_frame(status, data)
         if data and self.server._take_fault("corrupt_reads"):
             frame = frame[:4] + bytes([frame[4] ^ 0x01]) + frame[5:]
+        if self.server._take_fault("noisy_responses"):
+            frame = LINE_NOISE + frame
+        if self.server._take_fault("misframed_responses"):
+            frame = FALSE_FRAME_START + frame
         self._send(frame)
 
     def _execute(self, op: int, offset: int, length: int, payload: bytes):

@@ -9,6 +9,13 @@
  * bytes (no request payload; the response carries them). At most 256 payload bytes per frame.
  * A frame whose CRC fails on either side is sent again, at most TINYSEG_REMOTE_RETRIES times.
  *
+ * Line noise before a response's sync byte is skipped. Responses do not name their request, so a
+ * retry is only safe while the byte stream is in step: a frame that failed its CRC but was
+ * delimited as expected (no noise before it, a length consistent with the request) is retried;
+ * anything else (an impossible length, a corrupt frame after noise, a timeout after which a late
+ * answer may still arrive) leaves the link broken, and every later call fails with
+ * TINYSEG_ERR_STORAGE_LINK until reset, rather than risk pairing a request with a stale answer.
+ *
  * Written for 8-bit targets too (16-bit int): fixed-width types only, and responses stream
  * straight into the caller's buffer, so the backend needs no frame buffer. */
 #include "tinyseg_link.h"
@@ -25,20 +32,21 @@
 #define OP_WRITE 'W'
 #define OP_READ 'R'
 #define MAX_PAYLOAD 256u
-/* Bytes skipped while looking for a response's sync byte before the frame counts as garbled. */
-#define MAX_SKIPPED (2u * MAX_PAYLOAD)
+#define MAX_NOISE (2u * MAX_PAYLOAD) /* bytes skipped before a sync byte at most */
 
 #define STATUS_OK 0u
 #define STATUS_BAD_CRC 1u
 
-/* What one exchange came to: an answer (with its status), a garbled answer, or a dead link. */
+/* What one exchange came to: an answer (with its status), a well-delimited answer that failed
+ * its CRC (safe to retry), or a dead or out-of-step link. */
 #define EXCHANGE_ANSWERED 0
-#define EXCHANGE_GARBLED 1
-#define EXCHANGE_LINK_DOWN 2
+#define EXCHANGE_CORRUPT 1
+#define EXCHANGE_LINK_BROKEN 2
 
 uint32_t tinyseg_storage_bytes_written;
 uint32_t tinyseg_storage_bytes_read;
 static uint8_t session_open;
+static uint8_t link_broken;
 
 static uint16_t crc16(uint16_t crc, const uint8_t *p, uint16_t n) {
   while (n-- > 0u) {
@@ -71,57 +79,47 @@ static int send_request(uint8_t op, uint32_t offset, const uint8_t *payload, uin
   put_u32(head + 2, offset);
   put_u16(head + 6, length);
   put_u16(tail, crc16(crc16(0xFFFFu, head + 1, 7u), payload, sent));
-  if (tinyseg_link_send(head, sizeof(head)) != 0) return EXCHANGE_LINK_DOWN;
-  if (sent > 0u && tinyseg_link_send(payload, sent) != 0) return EXCHANGE_LINK_DOWN;
-  return tinyseg_link_send(tail, sizeof(tail)) != 0 ? EXCHANGE_LINK_DOWN : EXCHANGE_ANSWERED;
+  if (tinyseg_link_send(head, sizeof(head)) != 0) return EXCHANGE_LINK_BROKEN;
+  if (sent > 0u && tinyseg_link_send(payload, sent) != 0) return EXCHANGE_LINK_BROKEN;
+  return tinyseg_link_send(tail, sizeof(tail)) != 0 ? EXCHANGE_LINK_BROKEN : EXCHANGE_ANSWERED;
 }
 
-/* Receives one response; a payload of exactly `wanted` bytes goes to dst, any other is consumed
- * byte by byte (it can only be an error answer or a garbled frame). */
+/* Receives one response. Its payload is `wanted` bytes (into dst) when the status is ok, none
+ * otherwise; a frame that says anything else is out of step with the requests. */
 static int receive_response(uint8_t *dst, uint16_t wanted, uint8_t *status) {
   uint8_t head[3];
   uint8_t tail[2];
-  uint8_t byte = 0;
-  uint16_t skipped = 0;
-  do {
-    if (tinyseg_link_recv(&byte, 1u) != 0) return EXCHANGE_LINK_DOWN;
-  } while (byte != SYNC_RESPONSE && ++skipped < MAX_SKIPPED);
-  if (byte != SYNC_RESPONSE) return EXCHANGE_GARBLED;
-  if (tinyseg_link_recv(head, sizeof(head)) != 0) return EXCHANGE_LINK_DOWN;
-  uint16_t crc = crc16(0xFFFFu, head, sizeof(head));
-  uint16_t length = get_u16(head + 1);
-  if (length > MAX_PAYLOAD) return EXCHANGE_GARBLED;
-  if (length == wanted && dst != (uint8_t *)0) {
-    if (length > 0u && tinyseg_link_recv(dst, length) != 0) return EXCHANGE_LINK_DOWN;
-    crc = crc16(crc, dst, length);
-  } else {
-    for (uint16_t i = 0; i < length; i++) {
-      if (tinyseg_link_recv(&byte, 1u) != 0) return EXCHANGE_LINK_DOWN;
-      crc = crc16(crc, &byte, 1u);
-    }
+  uint8_t sync = 0;
+  uint16_t noise = 0;
+  for (;;) {
+    if (tinyseg_link_recv(&sync, 1u) != 0) return EXCHANGE_LINK_BROKEN;
+    if (sync == SYNC_RESPONSE) break;
+    if (++noise > MAX_NOISE) return EXCHANGE_LINK_BROKEN;
   }
-  if (tinyseg_link_recv(tail, sizeof(tail)) != 0) return EXCHANGE_LINK_DOWN;
-  if (get_u16(tail) != crc) return EXCHANGE_GARBLED;
-  if (head[0] == STATUS_OK && length != wanted) return EXCHANGE_GARBLED;
+  if (tinyseg_link_recv(head, sizeof(head)) != 0) return EXCHANGE_LINK_BROKEN;
+  uint16_t length = get_u16(head + 1);
+  if (length != (head[0] == STATUS_OK ? wanted : 0u)) return EXCHANGE_LINK_BROKEN;
+  if (length > 0u && tinyseg_link_recv(dst, length) != 0) return EXCHANGE_LINK_BROKEN;
+  if (tinyseg_link_recv(tail, sizeof(tail)) != 0) return EXCHANGE_LINK_BROKEN;
+  if (get_u16(tail) != crc16(crc16(0xFFFFu, head, sizeof(head)), dst, length)) {
+    return noise == 0u ? EXCHANGE_CORRUPT : EXCHANGE_LINK_BROKEN;
+  }
   *status = head[0];
   return EXCHANGE_ANSWERED;
 }
 
 /* One frame, sent again while either side sees a CRC error; a TINYSEG_* status. */
 static int request(uint8_t op, uint32_t offset, const uint8_t *payload, uint16_t length, uint8_t *dst) {
-  for (uint8_t attempt = 0; attempt <= TINYSEG_REMOTE_RETRIES; attempt++) {
+  for (uint8_t attempt = 0; attempt <= TINYSEG_REMOTE_RETRIES && !link_broken; attempt++) {
     uint8_t status = STATUS_BAD_CRC;
     int result = send_request(op, offset, payload, length);
     if (result == EXCHANGE_ANSWERED) result = receive_response(dst, op == OP_READ ? length : 0u, &status);
-    if (result == EXCHANGE_LINK_DOWN) {
-      session_open = 0; /* a reconnected link reaches a server without our pool: open afresh */
-      return TINYSEG_ERR_STORAGE_LINK;
-    }
+    if (result == EXCHANGE_LINK_BROKEN) link_broken = 1;
     if (result == EXCHANGE_ANSWERED && status != STATUS_BAD_CRC) {
       return status == STATUS_OK ? TINYSEG_OK : TINYSEG_ERR_STORAGE_REFUSED;
     }
   }
-  return TINYSEG_ERR_STORAGE_CHECKSUM;
+  return link_broken ? TINYSEG_ERR_STORAGE_LINK : TINYSEG_ERR_STORAGE_CHECKSUM;
 }
 
 /* Opens the session (the server's zeroed pool of TINYSEG_STORAGE_BYTES) at the first call. */
