@@ -20,7 +20,7 @@ from tvm_tinyseg.platforms.model_io import RUN_FAILURES
 from tvm_tinyseg.storage_server import Faults, StorageServer
 
 MODEL = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
-RUNTIME = os.path.dirname(host.HARNESS)
+RUNTIME = host.RUNTIME_DIR
 
 OK, WRITE_FAILED, READ_FAILED, LINK_FAILED, CHECKSUM, REFUSED = 0, 1, 2, 4, 5, 6
 INTEGRITY = "-DTINYSEG_STORAGE_INTEGRITY"

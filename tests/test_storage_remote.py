@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 from conftest import MODELS, run_tinyseg, seeded_input, tflm_reference
 
-from tvm_tinyseg.codegen.emit_c import __file__ as EMIT_C
 from tvm_tinyseg.platforms import host, qemu
 from tvm_tinyseg.storage_server import (BAD_CRC, MALFORMED, MAX_PAYLOAD, NO_SESSION, OK, OUT_OF_RANGE, StorageServer,
                                         crc16, request_frame, response_frame)
 
-RUNTIME = os.path.join(os.path.dirname(EMIT_C), "runtime")
+RUNTIME = host.RUNTIME_DIR
 TINYUNET_32 = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
 TINYUNET_80x120 = os.path.join(MODELS, "tinyunet_80x120.tflite")
 
