@@ -6,6 +6,7 @@ fit fails at link time; weights stay in flash, and a memory-mapped storage pool 
 board's PSRAM (not counted). Files (input, output, a file storage pool) go through semihosting
 to QEMU's working directory.
 """
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import time
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME_DIR = os.path.join(PACKAGE_DIR, "codegen", "runtime")
@@ -46,7 +47,10 @@ FLASH_ORIGIN, FLASH_WINDOW = 0x0, 4 << 20
 BACKENDS = {
     "mmap": os.path.join(RUNTIME_DIR, "storage_buffer.c"),
     "file": os.path.join(RUNTIME_DIR, "storage_semihost.c"),
+    "uart": os.path.join(RUNTIME_DIR, "storage_remote.c"),
 }
+# The remote backend's link: UART0, which run() connects to a storage server.
+UART_LINK = os.path.join(TEMPLATE_DIR, "uart_link.c")
 
 
 def available() -> bool:
@@ -59,12 +63,13 @@ def _storage_kind(model_dir: str) -> str:
         return json.load(f)["storage"]
 
 
-def _backend(model_dir: str) -> str:
+def _backend(model_dir: str) -> list:
+    """The storage backend's sources."""
     kind = _storage_kind(model_dir)
     if kind not in BACKENDS:
         raise TinySegError(f"{model_dir}: storage {kind!r} is not supported on the QEMU board yet "
                            f"(supported: {', '.join(BACKENDS)})")
-    return BACKENDS[kind]
+    return [BACKENDS[kind], *([UART_LINK] if kind == "uart" else [])]
 
 
 def _budget_arg(ram_budget) -> str:
@@ -81,7 +86,7 @@ def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: i
     if stack_size < STACK_GUARD + 64:
         raise TinySegError(f"stack size {stack_size} B: at least {STACK_GUARD + 64} B "
                            f"(the MPU guard takes {STACK_GUARD})")
-    sources = [os.path.join(model_dir, "tinyseg_model.c"), _backend(model_dir),
+    sources = [os.path.join(model_dir, "tinyseg_model.c"), *_backend(model_dir),
                *(os.path.join(TEMPLATE_DIR, s) for s in TEMPLATE_SOURCES)]
     elf = os.path.join(model_dir, ELF)
     ldflags = ["-nostartfiles", "--specs=nano.specs", "-T", os.path.join(TEMPLATE_DIR, LINKER_SCRIPT),
@@ -127,12 +132,12 @@ def static_memory(elf: str) -> dict:
 
 
 def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT,
-                 args=("input.bin", "output.bin")) -> subprocess.CompletedProcess:
+                 args=("input.bin", "output.bin"), serial: str = "none") -> subprocess.CompletedProcess:
     """Run ``elf`` under QEMU with ``workdir`` as the semihosting working directory; the exit
-    status is the firmware's (SYS_EXIT_EXTENDED)."""
+    status is the firmware's (SYS_EXIT_EXTENDED). ``serial`` is UART0's QEMU chardev."""
     semihosting = ",".join(["enable=on,target=native,chardev=semihost", "arg=tinyseg",
                             *(f"arg={a}" for a in args)])
-    cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", "none",
+    cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", serial,
            "-chardev", "stdio,id=semihost", "-semihosting-config", semihosting, "-kernel", os.path.abspath(elf)]
     try:
         return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
@@ -141,21 +146,28 @@ def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT,
         raise TinySegError(f"{elf}: QEMU run timed out after {timeout} s") from e
 
 
-def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT
-        ) -> np.ndarray:
+def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT,
+        storage_server=None) -> np.ndarray:
     """Run the firmware on ``x`` under QEMU in a fresh working directory (which also holds a file
     storage pool); return the output. ``stats``, if given, receives the bytes written to and read
     from storage (``storage_written``, ``storage_read``), tinyseg_run's ``status``, the stack's
     high-water mark (``stack_used``), QEMU's ``exit_status``, the ELF's ``static_ram_bytes``,
-    ``static_flash_bytes`` and ``static_psram_bytes``, and the wall time (``seconds``)."""
+    ``static_flash_bytes`` and ``static_psram_bytes``, and the wall time (``seconds``). A uart
+    model's UART0 talks to ``storage_server`` (by default a fresh storage_server.StorageServer)."""
     spec = checked_input(model_dir, x)
     elf = os.path.abspath(elf or os.path.join(model_dir, ELF))
     if not os.path.exists(elf):
         elf = build(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         np.ascontiguousarray(x).tofile(os.path.join(tmp, "input.bin"))
+        serial = "none"
+        if _storage_kind(model_dir) == "uart":
+            from tvm_tinyseg.storage_server import serving
+
+            port = stack.enter_context(serving(storage_server)).port
+            serial = f"tcp:127.0.0.1:{port},nodelay=on"
         start = time.monotonic()
-        proc = run_firmware(elf, tmp, timeout)
+        proc = run_firmware(elf, tmp, timeout, serial=serial)
         seconds = time.monotonic() - start
         run_stats = parse_stats(proc.stdout)
         if stats is not None:
@@ -163,6 +175,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             stats["exit_status"] = proc.returncode
             stats["seconds"] = seconds
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             message = (proc.stdout.strip() + " " + proc.stderr.strip()).strip()
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")
