@@ -21,7 +21,7 @@
 #define CHECK_CHUNK 32u    /* bytes read at a time by the erased-check */
 
 BUILD_ASSERT(FIXED_PARTITION_SIZE(TINYSEG_FLASH_PARTITION) >= TINYSEG_STORAGE_BYTES,
-             "the flash partition TINYSEG_FLASH_PARTITION is smaller than the model's storage pool");
+             "the flash partition TINYSEG_FLASH_PARTITION is smaller than the storage pool (TINYSEG_STORAGE_BYTES)");
 
 uint32_t tinyseg_storage_bytes_written;
 uint32_t tinyseg_storage_bytes_read;
