@@ -128,36 +128,43 @@ ZEPHYR_FLASH_CONFIG = """
 CONFIG_FLASH=y
 CONFIG_FLASH_MAP=y
 """
+ZEPHYR_UART_CONFIG = """
+# Spilled tensors on the host's storage server, over a UART (src/link_uart.c)
+CONFIG_SERIAL=y
+"""
 
 
 def _zephyr_backend(report: dict, model_dir: str) -> tuple:
-    """(directory, source, extra prj.conf lines) of the storage backend a Zephyr build needs."""
+    """(runtime sources, template sources, extra prj.conf lines) of the storage backend a Zephyr
+    build needs."""
     storage = report["storage"]
     if report["storage_bytes"] == 0 or storage == "mmap":  # a (possibly empty) pool in memory
-        return RUNTIME_DIR, "storage_buffer.c", ""
+        return ["storage_buffer.c"], [], ""
     if storage == "file":  # block storage: the board's flash through the flash map
-        return os.path.join(template_dir("zephyr"), "src"), "storage_flash_map.c", ZEPHYR_FLASH_CONFIG
-    raise TinySegError(f"{model_dir}: storage {storage!r} is not supported by the Zephyr project yet "
-                       f"(supported: file (a flash partition), mmap)")
+        return [], ["storage_flash_map.c"], ZEPHYR_FLASH_CONFIG
+    if storage == "uart":
+        return ["storage_remote.c", "tinyseg_link.h"], ["link_uart.c"], ZEPHYR_UART_CONFIG
+    raise TinySegError(f"{model_dir}: storage {storage!r} is not supported by the Zephyr project")
 
 
 def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
     """A Zephyr application (``west build -b BOARD DIR``): CMakeLists.txt, prj.conf and src/ with
     the model, main.c and the storage backend — spilled tensors go to a flash partition
-    (``file`` storage) or stay in a memory-mapped pool (``mmap``). ``ram_budget`` is not used:
+    (``file`` storage), to the host's storage server over a UART (``uart``) or stay in a
+    memory-mapped pool (``mmap``). ``ram_budget`` is not used:
     Zephyr's linker knows the board's RAM."""
     del ram_budget
     report = memory_report(model_dir)
-    backend_dir, backend, config = _zephyr_backend(report, model_dir)
+    runtime_sources, template_sources, config = _zephyr_backend(report, model_dir)
     template = template_dir("zephyr")
     src = os.path.join(model_dir, "src")
     _copy(template, ["CMakeLists.txt"], model_dir)
-    _copy(os.path.join(template, "src"), ["main.c"], src)
+    _copy(os.path.join(template, "src"), ["main.c", *template_sources], src)
     _copy(model_dir, ZEPHYR_MODEL_FILES, src)
-    _copy(backend_dir, [backend], src)
+    _copy(RUNTIME_DIR, runtime_sources, src)
     with open(os.path.join(template, "prj.conf")) as f:
         _write(os.path.join(model_dir, "prj.conf"), f.read() + config)
-    _write(os.path.join(model_dir, "README.md"), _zephyr_readme(report, backend))
+    _write(os.path.join(model_dir, "README.md"), _zephyr_readme(report, (runtime_sources + template_sources)[0]))
 
 
 def _zephyr_readme(report: dict, backend: str) -> str:
@@ -165,6 +172,10 @@ def _zephyr_readme(report: dict, backend: str) -> str:
         "storage_flash_map.c": "a fixed flash partition (devicetree node label `storage_partition`, or "
                                "`-DTINYSEG_FLASH_PARTITION=LABEL`) of at least "
                                f"{report['storage_bytes']} B, erased before each inference",
+        "storage_remote.c": "the host's storage server over the UART with devicetree node label `uart1` "
+                            "(`-DTINYSEG_STORAGE_UART=LABEL`) in CRC-checked frames: `python -m "
+                            "tvm_tinyseg.storage_server --port 7777` and a bridge such as `socat "
+                            "/dev/ttyACM0,raw,b115200 TCP:127.0.0.1:7777`",
         "storage_buffer.c": "a memory-mapped pool in section `.bss.tinyseg_storage` (RAM unless you place it "
                             "in external memory: `-DTINYSEG_STORAGE_SECTION=\\\"...\\\"`)",
     }[backend]
