@@ -30,7 +30,7 @@ RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
 STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_remote.c"}
 # Headers a backend needs beside tinyseg_storage.h; the link itself (link_*.c) comes with the platform.
-STORAGE_HEADERS = {"uart": ("tinyseg_link.h",)}
+STORAGE_HEADERS = {"mmap": ("tinyseg_backend.h",), "file": ("tinyseg_backend.h",), "uart": ("tinyseg_link.h",)}
 
 
 def kernel_passes(options: TinySegOptions):

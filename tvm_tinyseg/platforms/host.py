@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "codegen", "runtime")
 HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
@@ -60,8 +60,11 @@ def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None, stor
 
             env["TINYSEG_STORAGE_PORT"] = str(stack.enter_context(serving(storage_server)).port)
         proc = subprocess.run([exe, in_path, out_path], capture_output=True, text=True, env=env)
+        run_stats = parse_stats(proc.stderr)
         if stats is not None:
-            stats.update(parse_stats(proc.stderr))
+            stats.update(run_stats)
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             raise TinySegError(f"{model_dir}: model run failed ({proc.returncode}): {proc.stderr.strip()}")
         out = spec["output"]

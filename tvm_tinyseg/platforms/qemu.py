@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
 MAKE = "make"
 CC = "arm-none-eabi-gcc"
@@ -169,6 +169,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             if os.path.exists(plugin) and proc.returncode == 0:
                 stats["instructions"] = _instructions(tmp)
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             message = (proc.stdout.strip() + " " + proc.stderr.strip()).strip()
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")

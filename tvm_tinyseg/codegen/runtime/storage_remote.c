@@ -113,7 +113,10 @@ static int request(uint8_t op, uint32_t offset, const uint8_t *payload, uint16_t
     uint8_t status = STATUS_BAD_CRC;
     int result = send_request(op, offset, payload, length);
     if (result == EXCHANGE_ANSWERED) result = receive_response(dst, op == OP_READ ? length : 0u, &status);
-    if (result == EXCHANGE_LINK_DOWN) return TINYSEG_ERR_STORAGE_LINK;
+    if (result == EXCHANGE_LINK_DOWN) {
+      session_open = 0; /* a reconnected link reaches a server without our pool: open afresh */
+      return TINYSEG_ERR_STORAGE_LINK;
+    }
     if (result == EXCHANGE_ANSWERED && status != STATUS_BAD_CRC) {
       return status == STATUS_OK ? TINYSEG_OK : TINYSEG_ERR_STORAGE_REFUSED;
     }
