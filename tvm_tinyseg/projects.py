@@ -4,6 +4,7 @@ The project is written into the model's directory, beside the generated sources:
 files, the storage backend the board needs and a build file. Everything is copied, so the
 directory builds without this package. One function per project kind.
 """
+import glob
 import json
 import os
 import shutil
@@ -24,6 +25,13 @@ QEMU_STORAGE_PORT = 7777  # `make run` of a uart project: the storage server's T
 # RAM the firmware needs beside the arena: the stack, and its own .data/.bss (storage counters,
 # the command line buffer) plus the stack's alignment to its 256-byte MPU guard.
 QEMU_FIRMWARE_STATE_BYTES = 1024
+QEMU_DEFAULT_RAM_BYTES = 256 * 1024
+
+
+def runtime_headers() -> list:
+    """The runtime's headers (storage interface, backend helpers, link, arithmetic): a project
+    carries them all, whichever backend it builds."""
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(RUNTIME_DIR, "*.h")))
 
 
 def memory_report(model_dir: str) -> dict:
@@ -72,14 +80,16 @@ def _write(path: str, text: str) -> None:
 
 
 def qemu_default_ram_budget(report: dict) -> int:
-    """The RAM region when none is given: the arena, stack and firmware state, in whole KiB."""
+    """The RAM region when none is given: the linker script's 256 KiB, or more (in whole KiB) when
+    the arena, stack and firmware state need it. Room to spare: build options such as the storage
+    integrity mode add RAM of their own."""
     need = report["arena_bytes"] + firmware_ram_reserve("qemu_cortex_m")
-    return -(-need // 1024) * 1024
+    return max(QEMU_DEFAULT_RAM_BYTES, -(-need // 1024) * 1024)
 
 
 def export_qemu_cortex_m(model_dir: str, ram_budget: int = None) -> None:
     """Bare-metal Cortex-M7 firmware for QEMU mps2-an500: ``make`` links it with ``ram_budget``
-    bytes of RAM (default: what the arena, stack and firmware state need), ``make run`` runs it."""
+    bytes of RAM (default: ``qemu_default_ram_budget``), ``make run`` runs it."""
     report = memory_report(model_dir)
     storage = report["storage"]
     if storage not in QEMU_BACKENDS:
@@ -88,7 +98,7 @@ def export_qemu_cortex_m(model_dir: str, ram_budget: int = None) -> None:
     budget = ram_budget if ram_budget is not None and ram_budget > 0 else qemu_default_ram_budget(report)
     runtime_sources, template_sources = QEMU_BACKENDS[storage]
     _copy(template_dir("qemu_cortex_m"), QEMU_TEMPLATE_FILES + tuple(template_sources), model_dir)
-    _copy(RUNTIME_DIR, runtime_sources, model_dir)
+    _copy(RUNTIME_DIR, runtime_sources + runtime_headers(), model_dir)
     serial = f"SERIAL ?= tcp:127.0.0.1:{QEMU_STORAGE_PORT},nodelay=on\n" if storage == "uart" else ""
     _write(os.path.join(model_dir, "project.mk"),
            f"# Written by tinyseg for {report['model']} ({storage} storage).\n"
@@ -122,7 +132,7 @@ make RAM_BUDGET=160000    # another RAM region; too small fails with "region `RA
 """
 
 
-ZEPHYR_MODEL_FILES = ("tinyseg_model.c", "tinyseg_model.h", "tinyseg_arith.h", "tinyseg_storage.h")
+ZEPHYR_MODEL_FILES = ("tinyseg_model.c", "tinyseg_model.h")
 ZEPHYR_FLASH_CONFIG = """
 # Spilled tensors in a flash partition (src/storage_flash_map.c)
 CONFIG_FLASH=y
@@ -143,7 +153,7 @@ def _zephyr_backend(report: dict, model_dir: str) -> tuple:
     if storage == "file":  # block storage: the board's flash through the flash map
         return [], ["storage_flash_map.c"], ZEPHYR_FLASH_CONFIG
     if storage == "uart":
-        return ["storage_remote.c", "tinyseg_link.h"], ["link_uart.c"], ZEPHYR_UART_CONFIG
+        return ["storage_remote.c"], ["link_uart.c"], ZEPHYR_UART_CONFIG
     raise TinySegError(f"{model_dir}: storage {storage!r} is not supported by the Zephyr project")
 
 
@@ -161,7 +171,7 @@ def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
     _copy(template, ["CMakeLists.txt"], model_dir)
     _copy(os.path.join(template, "src"), ["main.c", *template_sources], src)
     _copy(model_dir, ZEPHYR_MODEL_FILES, src)
-    _copy(RUNTIME_DIR, runtime_sources, src)
+    _copy(RUNTIME_DIR, runtime_sources + runtime_headers(), src)
     with open(os.path.join(template, "prj.conf")) as f:
         _write(os.path.join(model_dir, "prj.conf"), f.read() + config)
     _write(os.path.join(model_dir, "README.md"), _zephyr_readme(report, (runtime_sources + template_sources)[0]))
