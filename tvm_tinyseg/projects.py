@@ -14,7 +14,6 @@ from tvm_tinyseg.microtvm_projects import template_dir
 from tvm_tinyseg.platforms import qemu
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "codegen", "runtime")
-PROJECT_KINDS = ("qemu_cortex_m", "zephyr", "arduino")
 
 QEMU_TEMPLATE_FILES = ("Makefile", "mps2_an500.ld", "startup.c", "semihost.c", "semihost.h", "main.c",
                        "tinyseg_insncount.c")
@@ -161,8 +160,8 @@ def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
     """A Zephyr application (``west build -b BOARD DIR``): CMakeLists.txt, prj.conf and src/ with
     the model, main.c and the storage backend — spilled tensors go to a flash partition
     (``file`` storage), to the host's storage server over a UART (``uart``) or stay in a
-    memory-mapped pool (``mmap``). ``ram_budget`` is not used:
-    Zephyr's linker knows the board's RAM."""
+    memory-mapped pool (``mmap``). ``ram_budget`` is not used: Zephyr's linker knows the
+    board's RAM."""
     del ram_budget
     report = memory_report(model_dir)
     runtime_sources, template_sources, config = _zephyr_backend(report, model_dir)
@@ -186,8 +185,8 @@ def _zephyr_readme(report: dict, backend: str) -> str:
                             "(`-DTINYSEG_STORAGE_UART=LABEL`) in CRC-checked frames: `python -m "
                             "tvm_tinyseg.storage_server --port 7777` and a bridge such as `socat "
                             "/dev/ttyACM0,raw,b115200 TCP:127.0.0.1:7777`",
-        "storage_buffer.c": "a memory-mapped pool in section `.bss.tinyseg_storage` (RAM unless you place it "
-                            "in external memory: `-DTINYSEG_STORAGE_SECTION=\\\"...\\\"`)",
+        "storage_buffer.c": "a memory-mapped pool in section `.bss.tinyseg_storage`: RAM, unless "
+                            "`TINYSEG_STORAGE_SECTION` names a section in the board's external memory",
     }[backend]
     return f"""# {report['model']} as a Zephyr application
 
