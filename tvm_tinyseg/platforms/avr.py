@@ -30,7 +30,7 @@ FLASH_BYTES = 253952  # the Mega 2560's 256 KiB minus its bootloader (boards.txt
 BUILD_DIR = "build_avr"
 
 RUNNER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simavr_runner.c")
-RUNNER_LIBS = ["-lsimavr", "-lelf"]
+RUNNER_LIBS = ["-lsimavr"]
 RUN_TIMEOUT = 1200
 MODEL_FAILED = 3  # the runner's exit status when tinyseg_run returned an error
 

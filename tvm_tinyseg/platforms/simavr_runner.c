@@ -87,33 +87,39 @@ static void on_io_output(avr_irq_t *irq, uint32_t value, void *param) {
   if (reply_length < reply_bytes) reply[reply_length++] = (uint8_t)value;
 }
 
-static void link_exchange(const uint8_t *data, size_t n, uint8_t *into, size_t want) {
+static void link_send(const uint8_t *data, size_t n) {
+  if (link_fd < 0) fail("the sketch uses its storage link but no server was given (--link PORT)");
   if (send(link_fd, data, n, MSG_NOSIGNAL) != (ssize_t)n) fail("storage link: send failed");
-  for (size_t got = 0; got < want;) {
-    ssize_t r = recv(link_fd, into + got, want - got, 0);
+}
+
+static void link_recv(uint8_t *into, size_t n) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = recv(link_fd, into + got, n - got, 0);
     if (r <= 0) fail("storage link: the server closed the connection or did not answer");
     got += (size_t)r;
   }
 }
 
 /* Collects the AVR's request bytes; a complete frame goes to the server and its whole response
- * is queued for the AVR's receiver. Bytes before a sync byte pass through unparsed. */
+ * is queued for the AVR's receiver. Bytes outside a frame pass through to the server unparsed. */
 static void on_link_output(avr_irq_t *irq, uint32_t value, void *param) {
   (void)irq, (void)param;
-  if (request_length == 0 && value != REQUEST_SYNC) {
-    link_exchange((const uint8_t *)&(uint8_t){(uint8_t)value}, 1, response, 0);
+  uint8_t byte = (uint8_t)value;
+  if (request_length == 0 && byte != REQUEST_SYNC) {
+    link_send(&byte, 1);
     return;
   }
-  request[request_length++] = (uint8_t)value;
+  request[request_length++] = byte;
   if (request_length < REQUEST_HEAD_BYTES) return;
   uint16_t length = (uint16_t)(request[6] | (request[7] << 8));
   size_t payload = request[1] == 'R' || length > MAX_PAYLOAD ? 0u : length;
   if (request_length < REQUEST_HEAD_BYTES + payload + CRC_BYTES) return;
-  link_exchange(request, request_length, response, RESPONSE_HEAD_BYTES);
+  link_send(request, request_length);
+  request_length = 0;
+  link_recv(response, RESPONSE_HEAD_BYTES);
   uint16_t answered = (uint16_t)(response[2] | (response[3] << 8));
   if (answered > MAX_PAYLOAD) fail("storage link: oversize response");
-  link_exchange(request, 0, response + RESPONSE_HEAD_BYTES, answered + CRC_BYTES);
-  request_length = 0;
+  link_recv(response + RESPONSE_HEAD_BYTES, answered + CRC_BYTES);
   link_frames++;
   link_feed.data = response;
   link_feed.length = RESPONSE_HEAD_BYTES + answered + CRC_BYTES;
