@@ -22,7 +22,7 @@ DEFINITION = [
     " * reading them (AVR: a named address space; elsewhere const data already lives in flash). */",
     f"#ifndef {MACRO}",
     "#if defined(__AVR__) && defined(__STRICT_ANSI__)",
-    '#warning "ISO C has no named address spaces: the weights are copied to SRAM (compile as GNU C to keep them in flash)"',
+    '#warning "ISO C has no named address spaces: weights are copied to SRAM (compile as GNU C to keep them in flash)"',
     "#endif",
     "#if defined(__AVR__) && defined(__FLASH) && !defined(__STRICT_ANSI__)",
     f"#if TINYSEG_WEIGHT_BYTES <= {FLASH_SEGMENT_LIMIT}u",

@@ -26,6 +26,7 @@ FQBN = "arduino:avr:mega:cpu=atmega2560"
 # Debian's avr-libc lacks DECIMAL_DIG, which the Arduino core's WString.cpp uses.
 BUILDER_PREFS = ["-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=__DECIMAL_DIG__"]
 SRAM_BYTES = 8192
+SRAM_END = 0x800200 + SRAM_BYTES  # avr-gcc's data addresses: 0x800000 + the SRAM's (from 0x200)
 FLASH_BYTES = 253952  # the Mega 2560's 256 KiB minus its bootloader (boards.txt upload.maximum_size)
 BUILD_DIR = "build_avr"
 
@@ -49,7 +50,8 @@ def elf_path(model_dir: str) -> str:
 
 def build(model_dir: str) -> str:
     """Export the Arduino project if needed, build it with arduino-builder; return the ELF.
-    A sketch whose static data does not fit the board's SRAM fails with one line saying by how much."""
+    A sketch whose static data does not fit the board's SRAM fails to link (the linker's data
+    region is the SRAM): one line says by how much."""
     if not os.path.isfile(projects_arduino.sketch_path(model_dir)):
         projects_arduino.export_arduino(model_dir)
     build_dir = os.path.join(model_dir, BUILD_DIR)
@@ -59,14 +61,20 @@ def build(model_dir: str) -> str:
            *BUILDER_PREFS, "-build-path", build_dir, projects_arduino.sketch_path(model_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
-        raise TinySegError(f"{model_dir}: arduino-builder failed: {(errors or ['exit status %d' % proc.returncode])[0]}")
-    elf = elf_path(model_dir)
-    usage = memory_usage(elf)
-    if usage["sram_bytes"] > SRAM_BYTES:
-        raise TinySegError(f"{model_dir}: static data ({usage['sram_bytes']} B) overflows the ATmega2560's "
-                           f"{SRAM_BYTES} B of SRAM by {usage['sram_bytes'] - SRAM_BYTES} B")
-    return elf
+        raise TinySegError(f"{model_dir}: {_build_error(proc.stdout + proc.stderr, proc.returncode)}")
+    return elf_path(model_dir)
+
+
+def _build_error(log: str, status: int) -> str:
+    """One line for a failed build: SRAM overflow (the linker's data region is the 8 KiB) with
+    its size, else the first error line."""
+    overflow = re.search(r"address (0x[0-9a-f]+) of \S+ section `(\S+)' is not within region `data'", log)
+    if overflow:
+        over = int(overflow.group(1), 16) - SRAM_END
+        return (f"the sketch does not fit the ATmega2560's {SRAM_BYTES} B of SRAM: its static data "
+                f"({overflow.group(2)}) ends {over} B past the end")
+    errors = [line.strip() for line in log.splitlines() if "error" in line.lower()]
+    return "arduino-builder failed: " + (errors[0] if errors else f"exit status {status}")
 
 
 def memory_usage(elf: str) -> dict:
@@ -94,9 +102,9 @@ def runner_path() -> str:
     return exe
 
 
-def run(model_dir: str, x: np.ndarray, stats: dict = None) -> np.ndarray:
-    """Run the model's sketch in simavr on ``x``, spilling to a storage server on the loopback;
-    return the output. ``stats``, if given, receives the device's counters (storage bytes,
+def run(model_dir: str, x: np.ndarray, stats: dict = None, server=None) -> np.ndarray:
+    """Run the model's sketch in simavr on ``x``, spilling to ``server`` (default: a fresh storage
+    server on the loopback); return the output. ``stats``, if given, receives the device's counters (storage bytes,
     run time in µs, untouched stack bytes), the cycles simulated, the server's byte counts
     (``server_written``/``server_read``) and the static SRAM/flash of the ELF."""
     from tvm_tinyseg.storage_server import serving
@@ -108,7 +116,7 @@ def run(model_dir: str, x: np.ndarray, stats: dict = None) -> np.ndarray:
     runner = runner_path()
     out = spec["output"]
     output_bytes = int(np.prod(out["shape"])) * np.dtype(out["dtype"]).itemsize
-    with tempfile.TemporaryDirectory() as tmp, serving() as server:
+    with tempfile.TemporaryDirectory() as tmp, serving(server) as server:
         in_path, out_path = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
         np.ascontiguousarray(x).tofile(in_path)
         start = time.monotonic()
