@@ -83,7 +83,7 @@ def export_arduino(model_dir: str, ram_budget: int = None) -> None:
 
 
 def _readme(report: dict, backend: tuple) -> str:
-    storage = ("the host's storage server over `Serial` (UART0, 1 Mbaud): `python -m tvm_tinyseg.storage_server` "
+    storage = ("the host's storage server over `Serial` (UART0, 500 kbaud): `python -m tvm_tinyseg.storage_server` "
                "behind a serial-to-TCP bridge" if backend == REMOTE_BACKEND else "none (nothing is spilled)")
     return f"""# {report['model']} as an Arduino sketch (ATmega2560 / Arduino Mega 2560)
 
@@ -104,7 +104,7 @@ the DECIMAL_DIG define works around its avr-libc lacking it.)
   read in place from flash (`TINYSEG_WEIGHT` = avr-gcc's `__flash` address space)
 - spilled tensors: {len(report['spilled'])}, {report['storage_bytes']} B pool, {report['moved_bytes']} B moved per
   inference; storage: {storage}
-- `Serial1` (UART1, 1 Mbaud) is the model's I/O port: send the {report['input_bytes']} input bytes, receive an
+- `Serial1` (UART1, 500 kbaud) is the model's I/O port: send the {report['input_bytes']} input bytes, receive an
   18-byte header (status, storage bytes, run time, untouched stack) and the {report['output_bytes']} output bytes
   (see the sketch's comment)
 """

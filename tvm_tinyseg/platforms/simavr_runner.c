@@ -33,7 +33,7 @@
 
 #define MCU "atmega2560"
 #define FREQUENCY 16000000u
-#define DEFAULT_MAX_CYCLES 20000000000ull
+#define DEFAULT_MAX_CYCLES 4000000000ull /* 250 s at 16 MHz: a sketch stuck waiting ends */
 #define LINK_TIMEOUT_SECONDS 10
 
 #define REPLY_HEADER_BYTES 18u
@@ -54,7 +54,7 @@ typedef struct {
 
 static avr_t *avr;
 static feeder_t io_feed, link_feed;
-static uint8_t *input_bytes, *reply;
+static uint8_t *reply;
 static size_t reply_bytes, reply_length;
 static int link_fd = -1;
 static uint8_t request[MAX_FRAME], response[MAX_FRAME];
@@ -153,11 +153,14 @@ static void attach_uart(char name, feeder_t *f, avr_irq_notify_t on_output) {
 
 static uint8_t *read_file(const char *path, size_t *length) {
   FILE *f = fopen(path, "rb");
-  if (f == NULL) fail("cannot open the input file");
-  static uint8_t buffer[1 << 16];
-  *length = fread(buffer, 1, sizeof buffer, f);
+  if (f == NULL || fseek(f, 0, SEEK_END) != 0) fail("cannot open the input file");
+  long size = ftell(f);
+  uint8_t *data = malloc(size > 0 ? (size_t)size : 1u);
+  rewind(f);
+  if (size < 0 || data == NULL || fread(data, 1, (size_t)size, f) != (size_t)size) fail("cannot read the input file");
   fclose(f);
-  return buffer;
+  *length = (size_t)size;
+  return data;
 }
 
 static uint32_t u32_at(const uint8_t *p) {
@@ -176,8 +179,8 @@ int main(int argc, char **argv) {
   size_t output_bytes = strtoul(argv[4], NULL, 0);
   reply_bytes = REPLY_HEADER_BYTES + output_bytes;
   reply = calloc(reply_bytes, 1);
-  input_bytes = read_file(argv[2], &io_feed.length);
-  io_feed.data = input_bytes;
+  if (reply == NULL) fail("out of memory");
+  io_feed.data = read_file(argv[2], &io_feed.length);
 
   elf_firmware_t firmware;
   memset(&firmware, 0, sizeof firmware);

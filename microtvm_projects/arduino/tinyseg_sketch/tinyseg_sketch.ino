@@ -13,7 +13,7 @@
 #define TINYSEG_IO Serial1
 #endif
 #ifndef TINYSEG_IO_BAUD
-#define TINYSEG_IO_BAUD 1000000UL
+#define TINYSEG_IO_BAUD 500000UL
 #endif
 
 static const uint8_t STACK_PAINT = 0xC5;

@@ -11,7 +11,7 @@ extern "C" {
 #define TINYSEG_LINK_SERIAL Serial
 #endif
 #ifndef TINYSEG_LINK_BAUD
-#define TINYSEG_LINK_BAUD 1000000UL
+#define TINYSEG_LINK_BAUD 500000UL
 #endif
 #ifndef TINYSEG_LINK_TIMEOUT_MS
 #define TINYSEG_LINK_TIMEOUT_MS 2000UL /* a missing answer fails the storage call, then tinyseg_run */
