@@ -54,7 +54,7 @@ def build(model_dir: str) -> str:
     region is the SRAM): one line says by how much."""
     if not os.path.isfile(projects_arduino.sketch_path(model_dir)):
         projects_arduino.export_arduino(model_dir)
-    build_dir = os.path.join(model_dir, BUILD_DIR)
+    build_dir = os.path.abspath(os.path.join(model_dir, BUILD_DIR))  # arduino-builder needs it absolute
     os.makedirs(build_dir, exist_ok=True)
     cmd = ["arduino-builder", "-compile", "-hardware", ARDUINO_HARDWARE, "-hardware", BUILDER_DIR,
            "-tools", BUILDER_DIR, "-libraries", os.path.join(model_dir, "libraries"), "-fqbn", FQBN,
