@@ -49,11 +49,10 @@ def elf_path(model_dir: str) -> str:
 
 
 def build(model_dir: str) -> str:
-    """Export the Arduino project if needed, build it with arduino-builder; return the ELF.
-    A sketch whose static data does not fit the board's SRAM fails to link (the linker's data
-    region is the SRAM): one line says by how much."""
-    if not os.path.isfile(projects_arduino.sketch_path(model_dir)):
-        projects_arduino.export_arduino(model_dir)
+    """(Re-)export the Arduino project from the model's current sources, build it with
+    arduino-builder; return the ELF. A sketch whose static data does not fit the board's SRAM fails
+    to link (the linker's data region is the SRAM): one line says by how much."""
+    projects_arduino.export_arduino(model_dir)
     build_dir = os.path.abspath(os.path.join(model_dir, BUILD_DIR))  # arduino-builder needs it absolute
     os.makedirs(build_dir, exist_ok=True)
     cmd = ["arduino-builder", "-compile", "-hardware", ARDUINO_HARDWARE, "-hardware", BUILDER_DIR,
@@ -111,7 +110,7 @@ def run(model_dir: str, x: np.ndarray, stats: dict = None, server=None) -> np.nd
 
     spec = checked_input(model_dir, x)
     elf = elf_path(model_dir)
-    if not os.path.exists(elf):
+    if not os.path.exists(elf):  # built once; call build() again after recompiling the model
         elf = build(model_dir)
     runner = runner_path()
     out = spec["output"]
