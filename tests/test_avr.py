@@ -16,7 +16,10 @@ from tvm_tinyseg.codegen import program_memory
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.platforms import avr
-from tvm_tinyseg.storage_server import StorageServer
+from tvm_tinyseg.storage_server import Faults, StorageServer
+
+# 1 open + 9 writes of 256 B (the 2,304 B skip) + 24 reads of one 96 B row each
+CLEAN_RUN_FRAMES = 1 + 9 + 24
 
 needs_avr_gcc = pytest.mark.skipif(shutil.which("avr-gcc") is None, reason="avr-gcc not installed")
 needs_arduino = pytest.mark.skipif(not avr.available(), reason="arduino-builder, avr-gcc or libsimavr not installed")
@@ -120,6 +123,7 @@ def test_tiny_unet_runs_in_simavr_spilling_over_serial_bit_exact(model, spilling
     assert np.array_equal(got, expected) and len(np.unique(expected)) > 8
     moved = stats["storage_written"] + stats["storage_read"]
     assert stats["storage_written"] > 0 and moved == report["moved_bytes"]
+    assert stats["link_frames"] == CLEAN_RUN_FRAMES
     assert (stats["server_written"], stats["server_read"]) == (stats["storage_written"], stats["storage_read"])
     assert stats["stack_free"] > 256  # at its peak the stack stayed this far above .bss: the run fit the SRAM
 
@@ -139,3 +143,16 @@ def test_a_refusing_server_fails_tinyseg_run_on_the_avr(spilling):
     with StorageServer(pool_limit=16) as server:  # the session's pool is refused
         with pytest.raises(TinySegError, match="tinyseg_run returned status 6"):
             avr.run(out_dir, tiny_input(0), server=server)
+
+
+@needs_arduino
+@pytest.mark.slow
+def test_corrupted_frames_are_retried_by_the_avr(model, spilling):
+    """The 8-bit client's CRC checks at work: two read responses corrupted after their CRC and one
+    request answered "bad crc" are each sent again; the output stays exact."""
+    _, out_dir = spilling
+    x, stats = tiny_input(2), {}
+    with StorageServer(faults=Faults(corrupt_reads=2, claim_bad_crc=1)) as server:
+        got = avr.run(out_dir, x, stats, server=server)
+    assert np.array_equal(got, tflm_reference(model, x))
+    assert stats["link_frames"] == CLEAN_RUN_FRAMES + 3
