@@ -47,13 +47,13 @@ def weight_params(table) -> tuple:
     A parameter reads program memory when every call passes it a constant kept there; a constant
     stays there when every use is such a parameter. Iterated to a fixed point (in practice, one
     round: weights and activations never share a kernel parameter)."""
-    calls = [(s.kernel, list(s.args)) for s in table.steps if s.kind == "kernel"]
+    sites = {}  # (kernel, parameter position) -> the arguments of every call
+    for step in table.steps:
+        if step.kind == "kernel":
+            for position, arg in enumerate(step.args):
+                sites.setdefault((step.kernel, position), []).append(arg)
     in_flash = set(range(len(table.constants)))
     while True:
-        sites = {}
-        for kernel, args in calls:
-            for position, arg in enumerate(args):
-                sites.setdefault((kernel, position), []).append(arg)
         params = {key for key, args in sites.items()
                   if all(isinstance(a, int) and a in in_flash for a in args)}
         used_elsewhere = {a for key, args in sites.items() if key not in params for a in args if isinstance(a, int)}

@@ -27,7 +27,6 @@ FQBN = "arduino:avr:mega:cpu=atmega2560"
 BUILDER_PREFS = ["-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=__DECIMAL_DIG__"]
 SRAM_BYTES = 8192
 SRAM_END = 0x800200 + SRAM_BYTES  # avr-gcc's data addresses: 0x800000 + the SRAM's (from 0x200)
-FLASH_BYTES = 253952  # the Mega 2560's 256 KiB minus its bootloader (boards.txt upload.maximum_size)
 BUILD_DIR = "build_avr"
 
 RUNNER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simavr_runner.c")
