@@ -93,6 +93,11 @@ def cmd_run(args) -> int:
         from tvm_tinyseg.platforms import qemu
 
         y = qemu.run(args.dir, x, qemu.build(args.dir, ram_budget=args.ram_budget), stats)
+    elif args.platform == "avr":
+        from tvm_tinyseg.platforms import avr
+
+        avr.build(args.dir)
+        y = avr.run(args.dir, x, stats)
     else:
         y = host.run(args.dir, x, host.build(args.dir), stats)
     if args.output:
@@ -103,6 +108,9 @@ def cmd_run(args) -> int:
         print(f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
               f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B")
         print(f"instructions: {stats['instructions']}")
+    if args.platform == "avr":
+        print(f"ATmega2560: static SRAM {stats['sram_bytes']} B of 8192 ({stats['stack_free']} B never touched by "
+              f"the stack), flash {stats['flash_bytes']} B; tinyseg_run {stats['run_us'] / 1e6:.2f} s at 16 MHz")
     return EXIT_OK
 
 
@@ -190,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="build a compiled model and run it on one input")
     p.add_argument("dir", help="a directory written by 'tinyseg compile'")
-    p.add_argument("--platform", choices=["host", "qemu"], default="host",
-                   help="host: the host C compiler; qemu: Cortex-M7 firmware under QEMU (mps2-an500)")
+    p.add_argument("--platform", choices=["host", "qemu", "avr"], default="host",
+                   help="host: the host C compiler; qemu: Cortex-M7 firmware under QEMU (mps2-an500); "
+                        "avr: the Arduino sketch (arduino-builder) in simavr, ATmega2560")
     p.add_argument("--ram-budget", type=parse_size, metavar="SIZE",
                    help="qemu: the firmware's RAM region (arena, data and stack must fit at link time)")
     p.add_argument("--input", help="input array (.npy); zeros when omitted")

@@ -61,7 +61,9 @@ def arena_budget(kind: str, ram_budget):
 def exporter(kind: str):
     """The function writing a project of ``kind`` into a compiled model directory:
     ``exporter(kind)(model_dir, ram_budget)``."""
-    exporters = {"qemu_cortex_m": export_qemu_cortex_m, "zephyr": export_zephyr}
+    from tvm_tinyseg.projects_arduino import export_arduino
+
+    exporters = {"qemu_cortex_m": export_qemu_cortex_m, "zephyr": export_zephyr, "arduino": export_arduino}
     if kind not in exporters:
         raise TinySegError(f"project {kind!r} is not available yet (available: {', '.join(exporters)})")
     return exporters[kind]

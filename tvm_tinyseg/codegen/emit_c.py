@@ -5,6 +5,7 @@ arena whose offsets the static planner chose. No TVM runtime, no malloc.
 """
 import numpy as np
 
+from tvm_tinyseg.codegen import program_memory
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t",
@@ -15,6 +16,9 @@ ARENA = "tinyseg_arena"
 # of the run are skipped (a dead link would time out on each), and the runner checks the status
 # after the kernel (a kernel cannot return one).
 STREAM_READER = [
+    "#if TINYSEG_STORAGE_BYTES > UINTPTR_MAX  /* pool offsets travel disguised as pointers */",
+    '#error "the storage pool is larger than this target\'s address space"',
+    "#endif",
     "static int tinyseg_stream_status = TINYSEG_OK;",
     "",
     "static int32_t tinyseg_stream_read(const void *stored, void *dst, int32_t nbytes) {",
@@ -37,7 +41,7 @@ def _c_literal(value, dtype) -> str:
     return str(int(value))
 
 
-def _const_array(name: str, array: np.ndarray) -> str:
+def _const_array(name: str, array: np.ndarray, qualifier: str = "") -> str:
     flat = array.reshape(-1)
     ctype = C_TYPES[str(array.dtype)]
     if ctype == "int32_t":  # INT32_MIN cannot be written as a plain literal
@@ -46,7 +50,7 @@ def _const_array(name: str, array: np.ndarray) -> str:
         items = [_c_literal(v, array.dtype) for v in flat]
     lines = [", ".join(items[i:i + VALUES_PER_LINE]) for i in range(0, len(items), VALUES_PER_LINE)]
     body = ",\n  ".join(lines)
-    return (f"static const {ctype} {name}[{max(flat.size, 1)}] __attribute__((aligned(16))) = {{\n  "
+    return (f"static const {qualifier}{ctype} {name}[{max(flat.size, 1)}] __attribute__((aligned(16))) = {{\n  "
             f"{body}\n}};")
 
 
@@ -100,10 +104,11 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
     (inp,) = table.inputs
     storage_offsets = storage_offsets or {}
     reads_storage = any(_reads_storage(table, s) for s in table.steps)
+    weight_params, weights_in_flash = program_memory.weight_params(table)
 
     def pointer(arg) -> str:
         if isinstance(arg, int):
-            return f"(void *)tinyseg_w{arg}"
+            return f"tinyseg_w{arg}" if arg in weights_in_flash else f"(void *)tinyseg_w{arg}"
         if table.tensors[arg].in_storage:
             if mapped_storage:
                 return f"(void *)(tinyseg_storage + {storage_offsets[arg]})"
@@ -138,11 +143,13 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         "",
         "#define TINYSEG_TRY(call) do { int status_ = (call); if (status_ != TINYSEG_OK) return status_; } while (0)",
         "",
+        *program_memory.DEFINITION,
         *(STREAM_READER if reads_storage and not mapped_storage else []),
-        kernels.source,
+        program_memory.qualify_weight_params(kernels.source, weight_params),
         "",
     ]
-    parts += [_const_array(f"tinyseg_w{i}", c) for i, c in enumerate(table.constants)]
+    parts += [_const_array(f"tinyseg_w{i}", c, f"{program_memory.MACRO} " if i in weights_in_flash else "")
+              for i, c in enumerate(table.constants)]
     parts += [
         "",
         f"static uint8_t {ARENA}[{max(arena_bytes, 16)}] __attribute__((aligned(16)));",

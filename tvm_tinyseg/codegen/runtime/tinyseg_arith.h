@@ -14,7 +14,7 @@ static inline int32_t tinyseg_mbqm(int32_t x, int32_t multiplier, int32_t shift)
     high = INT32_MAX;
   } else {
     int64_t ab = (int64_t)a * (int64_t)multiplier;
-    int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+    int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)); /* int may be 16 bits */
     high = (int32_t)((ab + nudge) / (1ll << 31)); /* C division truncates toward zero */
   }
   int32_t mask = (int32_t)((1ll << right) - 1); /* RoundingDivideByPOT */
