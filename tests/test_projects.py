@@ -41,11 +41,11 @@ def _input(seed=0):
 
 @pytest.fixture(scope="module")
 def qemu_project(tmp_path_factory):
-    """TinyUNet 32x32 spilling to a semihosted file, as a qemu_cortex_m project for a 24 KiB board
-    (its arena alone is 24 KiB without spilling), moved away from where it was written (it must
+    """TinyUNet 32x32 spilling to a semihosted file, as a qemu_cortex_m project for a 16 KiB board
+    (its arena alone is 17,664 B without spilling), moved away from where it was written (it must
     refer to nothing outside itself)."""
     root = tmp_path_factory.mktemp("qemu_project")
-    _compile_project(root / "written", "--ram-budget", "24K", "--storage", "file", "--project", "qemu_cortex_m")
+    _compile_project(root / "written", "--ram-budget", "16K", "--storage", "file", "--project", "qemu_cortex_m")
     shutil.copytree(root / "written", root / "moved")
     shutil.rmtree(root / "written")
     return root / "moved"
@@ -56,7 +56,7 @@ def test_qemu_project_builds_and_runs_with_make_alone(qemu_project):
     build = subprocess.run(["make", "-C", qemu_project], capture_output=True, text=True, env=SYSTEM_PATH)
     assert build.returncode == 0, build.stderr
     ram = qemu.static_memory(str(qemu_project / qemu.ELF))["ram"]
-    assert ram <= 24 * 1024
+    assert ram <= 16 * 1024
     x = _input()
     x.tofile(qemu_project / "input.bin")
     run = subprocess.run(["make", "-s", "-C", qemu_project, "run"], capture_output=True, text=True, env=SYSTEM_PATH)
@@ -70,7 +70,7 @@ def test_qemu_project_builds_and_runs_with_make_alone(qemu_project):
 
 @needs_qemu
 def test_qemu_project_over_its_ram_budget_fails_at_link_time(qemu_project):
-    proc = subprocess.run(["make", "-C", qemu_project, "RAM_BUDGET=16K"], capture_output=True, text=True,
+    proc = subprocess.run(["make", "-C", qemu_project, "RAM_BUDGET=12K"], capture_output=True, text=True,
                           env=SYSTEM_PATH)
     assert proc.returncode != 0
     assert re.search(r"region `RAM' overflowed by \d+ bytes", proc.stderr)
