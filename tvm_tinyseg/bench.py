@@ -436,6 +436,11 @@ def budget_table(records) -> list:
 
 
 def render_markdown(records, title="Baselines: peak RAM") -> str:
+    """The tables and the notes saying how each figure is measured (benchmarks/results.md)."""
+    return render_tables(records, title) + "\n\n" + NOTES
+
+
+def render_tables(records, title="Baselines: peak RAM") -> str:
     cols = columns(records)
     lines = [f"# {title}", ""]
     lines += _table([h for h, _ in cols], ["---" if k in ("model", "input_shape") else "---:" for _, k in cols],
@@ -446,7 +451,7 @@ def render_markdown(records, title="Baselines: peak RAM") -> str:
                 if r.get(key)]
     if failures:
         lines += ["", "Failures:", *failures]
-    return "\n".join(lines + ["", NOTES])
+    return "\n".join(lines)
 
 
 def render_json(records) -> str:
