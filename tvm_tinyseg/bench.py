@@ -319,10 +319,13 @@ COLUMNS = [  # (header, record key or function of the record)
     ("weights int8", "weight_bytes"), ("TVM stock weights", "tvm_stock_weight_bytes"),
 ]
 
-# Shown only when some record has them (QEMU installed; instruction counts from the runner).
+# (header, key, the record field that must exist somewhere for the column to be shown): QEMU
+# installed; instruction counts from the runner.
 QEMU_COLUMNS = [
-    ("firmware RAM, no spill", "elf_ram_bytes_nospill"), ("firmware RAM, TinySeg min", "elf_ram_bytes"),
-    ("insns, no spill", "insns_nospill"), ("insns, TinySeg min", "insns_tinyseg"), ("insn overhead", _overhead),
+    ("firmware RAM, no spill", "elf_ram_bytes_nospill", "elf_ram_bytes_nospill"),
+    ("firmware RAM, TinySeg min", "elf_ram_bytes", "elf_ram_bytes"),
+    ("insns, no spill", "insns_nospill", "insns_nospill"), ("insns, TinySeg min", "insns_tinyseg", "insns_tinyseg"),
+    ("insn overhead", _overhead, "insns_tinyseg"),
 ]
 
 NOTES = """\
@@ -411,8 +414,7 @@ def _table(header, aligns, rows) -> list:
 
 def columns(records) -> list:
     """The main table's columns: the QEMU ones only if some record has their figures."""
-    qemu = [(h, k) for h, k in QEMU_COLUMNS if callable(k) or any(k in r for r in records)]
-    return COLUMNS + (qemu if any(not callable(k) for _, k in qemu) else [])
+    return COLUMNS + [(h, k) for h, k, needs in QEMU_COLUMNS if any(needs in r for r in records)]
 
 
 def budget_table(records) -> list:
@@ -496,7 +498,11 @@ def plot_ram_vs_moved(records, path) -> None:
         for (x, y), names in labels.items():
             ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         ha="right" if x and x == max(xs) else "left")
-        ax.margins(x=0.1)
+        if record.get("tinyseg_min_bytes_file") is not None:
+            ax.plot([record["tinyseg_moved_bytes_file"] / KIB], [record["tinyseg_min_bytes_file"] / KIB],
+                    marker="x", linestyle="none", color="tab:green", label="TinySeg min (file)")
+        span = max(xs) or 1
+        ax.set_xlim(-0.08 * span, 1.12 * span)
         if record.get("tflm_arena_bytes"):
             ax.axhline(record["tflm_arena_bytes"] / KIB, color="tab:red", linestyle="--", label="TFLite Micro")
         ax.axhline(record["lower_bound_bytes"] / KIB, color="gray", linestyle=":", label="largest tensor")

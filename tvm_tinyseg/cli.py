@@ -183,8 +183,11 @@ QEMU_MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
 
 def _check_mcpu_for_qemu(model_dir: str) -> None:
     """A model compiled with --mcpu for another core is not run on the Cortex-M7 board."""
-    with open(os.path.join(model_dir, "memory.json")) as f:
-        mcpu = json.load(f).get("mcpu")
+    try:
+        with open(os.path.join(model_dir, "memory.json")) as f:
+            mcpu = json.load(f).get("mcpu")
+    except (OSError, ValueError) as err:
+        raise TinySegError(f"{model_dir}: cannot read memory.json ({err}); compile the model again") from None
     if mcpu not in (None, QEMU_MCPU):
         raise TinySegError(f"{model_dir} was compiled for --mcpu {mcpu}; the QEMU board (mps2-an500) is a "
                            f"{QEMU_MCPU}: compile with --mcpu {QEMU_MCPU} (or without --mcpu)")
