@@ -2,6 +2,7 @@
 output, a RAM budget enforced by the linker, spilled tensors in PSRAM or in a semihosted file."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def test_tinyunet_32x32_matches_tflm_and_host(tmp_path):
     assert arena + qemu.STACK_SIZE <= stats["static_ram_bytes"] <= arena + qemu.STACK_SIZE + 1024
     assert stats["static_psram_bytes"] == 0
     assert 0 < stats["stack_used"] < qemu.STACK_SIZE - qemu.STACK_GUARD
+    assert stats["instructions"] > 1_000_000  # a 32x32 U-Net: tens of millions of MACs
 
 
 def test_stack_overflow_faults_instead_of_corrupting_the_arena(tmp_path):
@@ -116,5 +118,25 @@ def test_cli_runs_the_firmware_and_reports_its_memory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), _tflm(TINYUNET_32, x))
     assert "static RAM" in proc.stdout and "B written" in proc.stdout
+    assert int(re.search(r"instructions: (\d+)", proc.stdout).group(1)) > 0
     proc = run_tinyseg("run", build, "--platform", "qemu", "--ram-budget", "8K")
     assert proc.returncode == 1 and "region `RAM' overflowed" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_spilling_costs_instructions_tinyunet_80x120(tmp_path):
+    """Instruction counts (the project's QEMU plugin) of TinyUNet 80x120: TinySeg at its smallest
+    arena executes more instructions than the plain build (fused concatenation indexing, spill
+    copies), and file storage more than memory-mapped (row windows through the storage calls)."""
+    x = np.random.default_rng(1).integers(-128, 128, size=(1, 80, 120, 3), dtype=np.int8)
+    reference = _tflm(TINYUNET_80x120, x)
+    counts = {}
+    for label, options in (("plain", dict(tinyseg=False)), ("mmap", dict(ram_budget=-1, storage="mmap")),
+                           ("file", dict(ram_budget=-1, storage="file"))):
+        d = str(tmp_path / label)
+        compile_model(TINYUNET_80x120, d, **options)
+        stats = {}
+        np.testing.assert_array_equal(qemu.run(d, x, elf=qemu.build(d), stats=stats), reference)
+        counts[label] = stats["instructions"]
+    assert 0 < counts["plain"] < counts["mmap"] < counts["file"]
+    assert counts["file"] < 1.2 * counts["plain"]  # spilling costs a few percent, not a multiple

@@ -105,25 +105,34 @@ def pass_config(args) -> dict:
 def cmd_compile(args) -> int:
     import tvm
 
+    from tvm_tinyseg import projects
     from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.pass_config import register_options
 
     config = pass_config(args)
     if config:
         register_options()
+    if args.project == "qemu_cortex_m" and args.mcpu not in (None, QEMU_MCPU):
+        raise TinySegError(f"--project qemu_cortex_m is a {QEMU_MCPU} board; --mcpu {args.mcpu} does not match it")
+    board_budget = args.ram_budget if args.ram_budget is not None else config.get("tinyseg.ram_budget")
+    export, arena_budget = None, args.ram_budget
+    if args.project:  # the board's RAM budget also holds the firmware's stack and state
+        export, arena_budget = projects.exporter(args.project), projects.arena_budget(args.project, board_budget)
     mcpu = f", mcpu {args.mcpu}" if args.mcpu else ""
     _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
     with tvm.transform.PassContext(config=config):
-        result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=args.ram_budget,
+        result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
                                storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
                                mcpu=args.mcpu)
+    if export:
+        export(args.output, board_budget)
     report = result.memory_report
     spilled = ""
     if report["spilled"]:
         spilled = (f", {len(report['spilled'])} tensors spilled to {report['storage']} storage "
                    f"({report['storage_bytes']} B, {report['moved_bytes']} B moved per inference)")
     print(f"wrote {args.output}: arena {report['arena_bytes']} B, weights {report['weight_bytes']} B, "
-          f"{report['kernels']} kernels{spilled}")
+          f"{report['kernels']} kernels{spilled}" + (f"; {args.project} project" if args.project else ""))
     return EXIT_OK
 
 
@@ -175,6 +184,7 @@ def cmd_run(args) -> int:
     if args.platform == "qemu":
         print(f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
               f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B")
+        print(f"instructions: {stats['instructions']}")
     return EXIT_OK
 
 
@@ -301,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors are spilled to storage to meet it")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    p.add_argument("--project", choices=["qemu_cortex_m", "zephyr", "arduino"],
+                   help="also write a ready board project into the output directory (its RAM budget: --ram-budget)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("analyze", help="print a model's tensor lifetimes, peak and long-living tensors; plot the arena")

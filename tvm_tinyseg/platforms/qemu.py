@@ -1,12 +1,12 @@
 """Build a generated model into bare-metal Cortex-M7 firmware and run it under QEMU (mps2-an500).
 
-The firmware template is ``microtvm_projects/qemu_cortex_m``. Its linker script declares only
+``build`` runs ``make`` in the model's qemu_cortex_m project (``tvm_tinyseg.projects``, template
+``microtvm_projects/qemu_cortex_m``), the one build recipe. Its linker script declares only
 ``ram_budget`` bytes of SRAM for .data, .bss (the arena) and the stack, so a model that does not
 fit fails at link time; weights stay in flash, and a memory-mapped storage pool goes to the
 board's PSRAM (not counted). Files (input, output, a file storage pool) go through semihosting
 to QEMU's working directory.
 """
-import json
 import os
 import re
 import shutil
@@ -19,89 +19,63 @@ import numpy as np
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNTIME_DIR = os.path.join(PACKAGE_DIR, "codegen", "runtime")
-TEMPLATE_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "microtvm_projects", "qemu_cortex_m")
-TEMPLATE_SOURCES = ("startup.c", "semihost.c", "main.c")
-LINKER_SCRIPT = "mps2_an500.ld"
-
+MAKE = "make"
 CC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"
 QEMU = "qemu-system-arm"
 MACHINE = "mps2-an500"
-CPU_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"]
-CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections"]
 STACK_SIZE = 4096  # bytes, counted in the RAM budget; its lowest STACK_GUARD bytes are an MPU guard
 STACK_GUARD = 256
 FAULT_STATUS = 99  # the firmware's exit status after a fault (e.g. a stack overflow into the guard)
 ELF = "tinyseg_qemu.elf"
+PLUGIN = "libtinyseg_insncount.so"  # the project's QEMU plugin counting executed instructions
+INSTRUCTIONS_FILE = "instructions.txt"
 RUN_TIMEOUT = 600
 
 RAM_ORIGIN, RAM_WINDOW = 0x20000000, 4 << 20
 PSRAM_ORIGIN, PSRAM_WINDOW = 0x60000000, 16 << 20
 FLASH_ORIGIN, FLASH_WINDOW = 0x0, 4 << 20
 
-# storage kind of memory.json -> backend source. storage_buffer.c's pool keeps its default section
-# (.bss.tinyseg_storage), which the linker script places in PSRAM.
-BACKENDS = {
-    "mmap": os.path.join(RUNTIME_DIR, "storage_buffer.c"),
-    "file": os.path.join(RUNTIME_DIR, "storage_semihost.c"),
-}
-
 
 def available() -> bool:
-    """Whether the cross compiler and QEMU are installed."""
-    return all(shutil.which(tool) for tool in (CC, SIZE, QEMU))
+    """Whether make, the cross compiler, a host C compiler (for the plugin) and QEMU are installed."""
+    return all(shutil.which(tool) for tool in (MAKE, CC, SIZE, QEMU, "cc"))
 
 
-def _storage_kind(model_dir: str) -> str:
-    with open(os.path.join(model_dir, "memory.json")) as f:
-        return json.load(f)["storage"]
-
-
-def _backend(model_dir: str) -> str:
-    kind = _storage_kind(model_dir)
-    if kind not in BACKENDS:
-        raise TinySegError(f"{model_dir}: storage {kind!r} is not supported on the QEMU board yet "
-                           f"(supported: {', '.join(BACKENDS)})")
-    return BACKENDS[kind]
-
-
-def _budget_arg(ram_budget) -> str:
-    if ram_budget is None or int(ram_budget) <= 0:
-        return None
-    return f"-Wl,--defsym=RAM_BUDGET={int(ram_budget)}"
+def _project_is_current(model_dir: str) -> bool:
+    """Whether the directory holds a qemu_cortex_m project written after the model was compiled."""
+    makefile, report = os.path.join(model_dir, "project.mk"), os.path.join(model_dir, "memory.json")
+    return os.path.exists(makefile) and os.path.getmtime(makefile) >= os.path.getmtime(report)
 
 
 def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: int = STACK_SIZE) -> str:
-    """Compile the model, its storage backend and the firmware template into an ELF in
-    ``model_dir``; return its path. ``ram_budget`` (bytes) is the SRAM the linker may use for
-    .data, .bss and the stack (default: the linker script's 256 KiB); a firmware that needs more
-    raises TinySegError with the linker's "region `RAM' overflowed by N bytes"."""
+    """Build the model's qemu_cortex_m project (``make``; the project is written into ``model_dir``
+    first unless ``tinyseg compile --project qemu_cortex_m`` did) and its instruction-count plugin;
+    return the ELF's path. ``ram_budget`` (bytes) is the SRAM the linker may use for .data, .bss
+    and the stack (default: the project's); a firmware that needs more raises TinySegError with the
+    linker's "region `RAM' overflowed by N bytes"."""
+    from tvm_tinyseg import projects
+
     if stack_size < STACK_GUARD + 64:
         raise TinySegError(f"stack size {stack_size} B: at least {STACK_GUARD + 64} B "
                            f"(the MPU guard takes {STACK_GUARD})")
-    sources = [os.path.join(model_dir, "tinyseg_model.c"), _backend(model_dir),
-               *(os.path.join(TEMPLATE_DIR, s) for s in TEMPLATE_SOURCES)]
-    elf = os.path.join(model_dir, ELF)
-    ldflags = ["-nostartfiles", "--specs=nano.specs", "-T", os.path.join(TEMPLATE_DIR, LINKER_SCRIPT),
-               "-Wl,--gc-sections", f"-Wl,--defsym=STACK_SIZE={int(stack_size)}", f"-Wl,-Map={elf}.map"]
-    budget = _budget_arg(ram_budget)
+    if not _project_is_current(model_dir):
+        projects.export_qemu_cortex_m(model_dir)
+    cmd = [MAKE, "-s", "-C", model_dir, f"STACK_SIZE={int(stack_size)}", f"EXTRA_CFLAGS={' '.join(extra_cflags)}"]
+    budget = ram_budget is not None and int(ram_budget) > 0
     if budget:
-        ldflags.append(budget)
-    cmd = [CC, *CPU_FLAGS, *CFLAGS, *extra_cflags, "-I", model_dir, "-I", TEMPLATE_DIR, *sources,
-           *ldflags, "-o", elf, "-lm"]
+        cmd.append(f"RAM_BUDGET={int(ram_budget)}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         overflow = [ln for ln in lines if "overflowed by" in ln]
-        budget_text = f"RAM budget {int(ram_budget)} B" if budget else "the default RAM budget"
+        budget_text = f"RAM budget {int(ram_budget)} B" if budget else "the project's RAM budget"
         if overflow:
             detail = re.sub(r"^.*?(region `)", r"\1", overflow[0])
             raise TinySegError(f"{model_dir}: firmware does not fit {budget_text}: {detail}")
-        first = next((ln for ln in lines if "error" in ln), lines[0] if lines else f"status {proc.returncode}")
+        first = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else f"status {proc.returncode}")
         raise TinySegError(f"{model_dir}: firmware build failed: {first}")
-    return elf
+    return os.path.join(model_dir, ELF)
 
 
 def static_memory(elf: str) -> dict:
@@ -126,19 +100,32 @@ def static_memory(elf: str) -> dict:
     return usage
 
 
-def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT,
-                 args=("input.bin", "output.bin")) -> subprocess.CompletedProcess:
+def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT, args=("input.bin", "output.bin"),
+                 plugin: str = None) -> subprocess.CompletedProcess:
     """Run ``elf`` under QEMU with ``workdir`` as the semihosting working directory; the exit
-    status is the firmware's (SYS_EXIT_EXTENDED)."""
+    status is the firmware's (SYS_EXIT_EXTENDED). With ``plugin`` (the project's instruction
+    counter) the count goes to ``INSTRUCTIONS_FILE`` in ``workdir``."""
     semihosting = ",".join(["enable=on,target=native,chardev=semihost", "arg=tinyseg",
                             *(f"arg={a}" for a in args)])
     cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", "none",
            "-chardev", "stdio,id=semihost", "-semihosting-config", semihosting, "-kernel", os.path.abspath(elf)]
+    if plugin:
+        cmd += ["-plugin", f"{os.path.abspath(plugin)},out={INSTRUCTIONS_FILE}"]
     try:
         return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise TinySegError(f"{elf}: QEMU run timed out after {timeout} s") from e
+
+
+def _instructions(workdir: str) -> int:
+    """The plugin's count, or a TinySegError when QEMU ran without writing it."""
+    path = os.path.join(workdir, INSTRUCTIONS_FILE)
+    try:
+        with open(path) as f:
+            return int(f.read().strip().partition("=")[2])
+    except (OSError, ValueError):
+        raise TinySegError(f"the instruction-count plugin wrote no count ({INSTRUCTIONS_FILE})") from None
 
 
 def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT
@@ -147,7 +134,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
     storage pool); return the output. ``stats``, if given, receives the bytes written to and read
     from storage (``storage_written``, ``storage_read``), tinyseg_run's ``status``, the stack's
     high-water mark (``stack_used``), QEMU's ``exit_status``, the ELF's ``static_ram_bytes``,
-    ``static_flash_bytes`` and ``static_psram_bytes``, and the wall time (``seconds``)."""
+    ``static_flash_bytes`` and ``static_psram_bytes``, the executed guest ``instructions`` (the
+    project's QEMU plugin, built beside the ELF) and the wall time (``seconds``)."""
     spec = checked_input(model_dir, x)
     elf = os.path.abspath(elf or os.path.join(model_dir, ELF))
     if not os.path.exists(elf):
@@ -155,13 +143,16 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
     with tempfile.TemporaryDirectory() as tmp:
         np.ascontiguousarray(x).tofile(os.path.join(tmp, "input.bin"))
         start = time.monotonic()
-        proc = run_firmware(elf, tmp, timeout)
+        plugin = os.path.join(os.path.dirname(elf), PLUGIN)
+        proc = run_firmware(elf, tmp, timeout, plugin=plugin if os.path.exists(plugin) else None)
         seconds = time.monotonic() - start
         run_stats = parse_stats(proc.stdout)
         if stats is not None:
             stats.update(run_stats)
             stats["exit_status"] = proc.returncode
             stats["seconds"] = seconds
+            if os.path.exists(plugin) and proc.returncode == 0:
+                stats["instructions"] = _instructions(tmp)
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
         if proc.returncode != 0:
             message = (proc.stdout.strip() + " " + proc.stderr.strip()).strip()

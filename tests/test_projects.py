@@ -1,0 +1,188 @@
+"""Board projects written by 'tinyseg compile --project': the QEMU firmware project builds and runs
+with make alone and matches TFLite Micro; the Zephyr project's sources compile with the ARM compiler
+against stand-in Zephyr headers (tests/zephyr_stubs) and, built for the host over a simulated NOR
+flash, match TFLite Micro too."""
+import configparser
+import fnmatch
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import run_tinyseg
+
+from tvm_tinyseg.microtvm_projects import TEMPLATES_DIR
+from tvm_tinyseg.models import model_path
+from tvm_tinyseg.platforms import qemu
+from tvm_tinyseg.platforms.model_io import parse_stats
+from tvm_tinyseg.reference import tflm_output
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZEPHYR_STUBS = os.path.join(REPO, "tests", "zephyr_stubs")
+TINYUNET_32 = model_path("tinyunet_32x32_c1.tflite")
+SYSTEM_PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # no virtualenv: the project needs no Python
+needs_qemu = pytest.mark.skipif(not qemu.available(), reason="make, arm-none-eabi-gcc or qemu-system-arm missing")
+needs_arm_gcc = pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc missing")
+
+
+def _compile_project(out_dir, *options):
+    proc = run_tinyseg("compile", TINYUNET_32, "-o", out_dir, *options)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _input(seed=0):
+    return np.random.default_rng(seed).integers(-128, 128, size=(1, 32, 32, 1), dtype=np.int8)
+
+
+@pytest.fixture(scope="module")
+def qemu_project(tmp_path_factory):
+    """TinyUNet 32x32 spilling to a semihosted file, as a qemu_cortex_m project for a 24 KiB board
+    (its arena alone is 24 KiB without spilling), moved away from where it was written (it must
+    refer to nothing outside itself)."""
+    root = tmp_path_factory.mktemp("qemu_project")
+    _compile_project(root / "written", "--ram-budget", "24K", "--storage", "file", "--project", "qemu_cortex_m")
+    shutil.copytree(root / "written", root / "moved")
+    shutil.rmtree(root / "written")
+    return root / "moved"
+
+
+@needs_qemu
+def test_qemu_project_builds_and_runs_with_make_alone(qemu_project):
+    build = subprocess.run(["make", "-C", qemu_project], capture_output=True, text=True, env=SYSTEM_PATH)
+    assert build.returncode == 0, build.stderr
+    ram = qemu.static_memory(str(qemu_project / qemu.ELF))["ram"]
+    assert ram <= 24 * 1024
+    x = _input()
+    x.tofile(qemu_project / "input.bin")
+    run = subprocess.run(["make", "-s", "-C", qemu_project, "run"], capture_output=True, text=True, env=SYSTEM_PATH)
+    assert run.returncode == 0, run.stdout + run.stderr
+    y = np.fromfile(qemu_project / "output.bin", dtype=np.int8).reshape(1, 32, 32, 1)
+    np.testing.assert_array_equal(y, tflm_output(TINYUNET_32, x))
+    stats = parse_stats(run.stdout)
+    assert stats["status"] == 0 and stats["storage_written"] > 0 and stats["storage_read"] > 0
+    assert int(re.search(r"instructions=(\d+)", run.stdout).group(1)) > 0
+
+
+@needs_qemu
+def test_qemu_project_over_its_ram_budget_fails_at_link_time(qemu_project):
+    proc = subprocess.run(["make", "-C", qemu_project, "RAM_BUDGET=16K"], capture_output=True, text=True,
+                          env=SYSTEM_PATH)
+    assert proc.returncode != 0
+    assert re.search(r"region `RAM' overflowed by \d+ bytes", proc.stderr)
+
+
+@needs_qemu
+def test_cli_project_budget_leaves_room_for_the_firmware(tmp_path):
+    """The arena is planned for the board's budget minus the firmware's stack and state, so the
+    firmware links at exactly the budget given."""
+    out = tmp_path / "p"
+    _compile_project(out, "--ram-budget", "22K", "--storage", "mmap", "--project", "qemu_cortex_m")
+    assert "RAM_BUDGET ?= 22528" in (out / "project.mk").read_text()
+    stats = {}
+    x = _input(1)
+    y = qemu.run(str(out), x, elf=qemu.build(str(out)), stats=stats)
+    np.testing.assert_array_equal(y, tflm_output(TINYUNET_32, x))
+    assert stats["static_ram_bytes"] <= 22 * 1024 and stats["storage_written"] > 0 and stats["instructions"] > 0
+
+
+def test_template_files_are_package_data():
+    """Every template file matches a package_data pattern of setup.cfg, so a wheel carries it."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(REPO, "setup.cfg"))
+    patterns = [p.strip() for p in config["options.package_data"]["tvm_tinyseg.microtvm_projects"].split(",")]
+    paths = glob.glob(os.path.join(TEMPLATES_DIR, "*", "**"), recursive=True)
+    files = [os.path.relpath(p, TEMPLATES_DIR) for p in paths if os.path.isfile(p) and "__pycache__" not in p]
+    assert files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, p) and f.count("/") == p.count("/") for p in patterns)]
+    assert not missing
+
+
+# --- Zephyr ---------------------------------------------------------------------------------------
+
+def _xorshift_input(nbytes, seed=1):
+    """main.c's fill_input(): xorshift32 from seed, the state's top byte per input byte."""
+    state, out = seed, bytearray(nbytes)
+    for i in range(nbytes):
+        state ^= (state << 13) & 0xFFFFFFFF
+        state ^= state >> 17
+        state ^= (state << 5) & 0xFFFFFFFF
+        out[i] = state >> 24
+    return out
+
+
+def _fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+@pytest.fixture(scope="module")
+def zephyr_project(tmp_path_factory):
+    """TinyUNet 32x32 at its smallest arena, spilling to flash, as a Zephyr project."""
+    out = tmp_path_factory.mktemp("zephyr") / "p"
+    _compile_project(out, "--ram-budget", "min", "--storage", "file", "--project", "zephyr")
+    return out
+
+
+def _arm_compile(src, *defines):
+    return subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-std=c99", "-O2", "-Wall", "-Wextra",
+                           "-Werror", "-I", ZEPHYR_STUBS, "-I", os.path.dirname(src),
+                           "-DTINYSEG_FLASH_PARTITION=storage_partition", *defines, "-c", src, "-o", os.devnull],
+                          capture_output=True, text=True)
+
+
+def test_zephyr_project_is_complete(zephyr_project):
+    for name in ("CMakeLists.txt", "prj.conf", "README.md", "src/main.c", "src/tinyseg_model.c",
+                 "src/tinyseg_model.h", "src/storage_flash_map.c"):
+        assert (zephyr_project / name).is_file(), name
+    assert "CONFIG_FLASH_MAP=y" in (zephyr_project / "prj.conf").read_text()
+    assert not (zephyr_project / "src" / "storage_file.c").exists()  # the host backend stays out
+
+
+@needs_arm_gcc
+def test_zephyr_sources_compile_for_cortex_m_against_zephyr_headers(zephyr_project):
+    sources = sorted(glob.glob(str(zephyr_project / "src" / "*.c")))
+    assert len(sources) == 3
+    for src in sources:
+        proc = _arm_compile(src)
+        assert proc.returncode == 0, proc.stderr
+
+
+@needs_arm_gcc
+def test_zephyr_partition_smaller_than_the_pool_fails_to_compile(zephyr_project):
+    proc = _arm_compile(str(zephyr_project / "src" / "storage_flash_map.c"),
+                        "-DSTUB_PARTITION_SIZE_storage_partition=1024")
+    assert proc.returncode != 0 and "smaller than the storage pool" in proc.stderr
+
+
+@pytest.mark.parametrize("write_block", [4, 16])
+def test_zephyr_project_on_simulated_flash_matches_tflm(zephyr_project, tmp_path, write_block):
+    """The Zephyr sources, linked with host implementations of the stand-in APIs (NOR flash that
+    refuses to program unerased bytes), print the FNV-1a hash of TFLite Micro's output."""
+    exe = str(tmp_path / "zephyr_host")
+    build = subprocess.run(["cc", "-std=gnu99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", ZEPHYR_STUBS,
+                            "-I", str(zephyr_project / "src"), f"-DSTUB_WRITE_BLOCK={write_block}u",
+                            *glob.glob(str(zephyr_project / "src" / "*.c")), os.path.join(ZEPHYR_STUBS, "flash_sim.c"),
+                            "-o", exe, "-lm"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([exe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout
+    stats = parse_stats(run.stdout)
+    x = np.frombuffer(bytes(_xorshift_input(32 * 32)), dtype=np.int8).reshape(1, 32, 32, 1)
+    assert stats["output_fnv1a"] == _fnv1a(tflm_output(TINYUNET_32, x).tobytes())
+    assert stats["storage_written"] > 0 and stats["storage_read"] > 0
+
+
+@needs_arm_gcc
+def test_zephyr_project_with_mapped_storage_compiles(tmp_path):
+    out = tmp_path / "p"
+    _compile_project(out, "--ram-budget", "min", "--storage", "mmap", "--project", "zephyr")
+    assert (out / "src" / "storage_buffer.c").is_file() and "CONFIG_FLASH" not in (out / "prj.conf").read_text()
+    for src in glob.glob(str(out / "src" / "*.c")):
+        proc = _arm_compile(src)
+        assert proc.returncode == 0, proc.stderr
