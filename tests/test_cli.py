@@ -82,6 +82,17 @@ def test_compile_takes_tvmc_style_target_options_and_pass_config(tmp_path):
     assert memory["spilled"]
 
 
+def test_a_project_budget_from_pass_config_is_the_board_budget_as_with_the_flag(tmp_path):
+    """--project qemu_cortex_m leaves room for the firmware within the budget however it is given."""
+    for name, budget in (("flag", ["--ram-budget", "24K"]), ("config", ["--pass-config", "tinyseg.ram_budget=24K"])):
+        proc = run_tinyseg("compile", SMALL, "-o", tmp_path / name, "--project", "qemu_cortex_m", "--storage", "mmap",
+                           *budget)
+        assert proc.returncode == 0, proc.stderr
+    flag, config = (json.loads((tmp_path / d / "memory.json").read_text()) for d in ("flag", "config"))
+    assert flag == config and 0 < flag["ram_budget"] < 24 * 1024 and flag["arena_bytes"] <= flag["ram_budget"]
+    assert "RAM_BUDGET ?= 24576" in (tmp_path / "config" / "project.mk").read_text()
+
+
 def test_pass_config_enable_false_equals_no_tinyseg(tmp_path):
     assert run_tinyseg("compile", SMALL, "-o", tmp_path / "a", "--pass-config", "tinyseg.enable=false").returncode == 0
     assert run_tinyseg("compile", SMALL, "-o", tmp_path / "b", "--no-tinyseg").returncode == 0
@@ -118,6 +129,7 @@ BAD_COMPILE_OPTIONS = [  # (arguments after 'compile SMALL -o DIR', what the one
     (["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),
     (["--storage", "file", "--pass-config", "tinyseg.storage=mmap"], "--storage file conflicts"),
     (["--pass-config", "tinyseg.storage=mmap", "--pass-config", "tinyseg.storage=file"], "given twice"),
+    (["--project", "qemu_cortex_m", "--mcpu", "cortex-m4"], "--project qemu_cortex_m is a cortex-m7 board"),
 ]
 
 
