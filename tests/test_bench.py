@@ -86,3 +86,14 @@ def test_committed_firmware_ram_is_the_arena_plus_the_stack():
                              ("elf_ram_bytes_nospill", "tinyseg_nospill_bytes")):
             overhead = record[field] - record[arena] - qemu.STACK_SIZE
             assert 0 <= overhead <= 1024, (record["model"], field, overhead)
+
+
+def test_a_model_tflite_micro_cannot_read_gets_no_tflm_figures_and_still_renders(tmp_path):
+    onnx = os.path.join(MODELS, "tinyunet_80x120.onnx")
+    assert bench.tflm(onnx) == {"tflm_arena_bytes": None, "tflm_error": "TFLite Micro reads .tflite files only"}
+    assert bench.tflm_reference_output(onnx, None) is None
+    record = dict(_committed()["tinyunet_32x32_c1.tflite"], model="x.onnx", **bench.tflm(onnx))
+    text = bench.render_markdown([record])
+    assert "- `x.onnx`: tflm_error: TFLite Micro reads .tflite files only" in text
+    bench.plot_ram_vs_moved([record], tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
