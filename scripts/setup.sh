@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything tvm_tinyseg needs on a fresh Debian/Ubuntu machine: C toolchains (host gcc,
-# arm-none-eabi-gcc for Cortex-M builds, qemu-system-arm to run them) and the Python package with
-# its test references.
+# arm-none-eabi-gcc for Cortex-M builds, qemu-system-arm to run them, avr-gcc for AVR builds) and
+# the Python package with its test references.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc g++ make gcc-arm-none-eabi libnewlib-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm)
+APT_PACKAGES=(gcc g++ make gcc-arm-none-eabi libnewlib-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
+              gcc-avr avr-libc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -8,6 +8,7 @@ import glob
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 import numpy as np
@@ -160,22 +161,80 @@ def test_zephyr_partition_smaller_than_the_pool_fails_to_compile(zephyr_project)
     assert proc.returncode != 0 and "smaller than the storage pool" in proc.stderr
 
 
+def _zephyr_host_build(project, tmp_path, sims, *defines) -> str:
+    """The Zephyr project's sources built for the host with the stand-in APIs implemented by
+    ``sims`` (tests/zephyr_stubs/*_sim.c)."""
+    exe = str(tmp_path / "zephyr_host")
+    sources = [*glob.glob(str(project / "src" / "*.c")), *(os.path.join(ZEPHYR_STUBS, f"{s}_sim.c") for s in sims)]
+    build = subprocess.run(["cc", "-std=gnu99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", ZEPHYR_STUBS,
+                            "-I", str(project / "src"), *defines, *sources, "-o", exe, "-lm"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def _zephyr_host_run(project, tmp_path, sims, *defines, env=None) -> dict:
+    """Build and run; the stats line of a successful run."""
+    run = subprocess.run([_zephyr_host_build(project, tmp_path, sims, *defines)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stdout
+    return parse_stats(run.stdout)
+
+
+def _tflm_hash_of_main_input():
+    x = np.frombuffer(bytes(_xorshift_input(32 * 32)), dtype=np.int8).reshape(1, 32, 32, 1)
+    return _fnv1a(tflm_output(TINYUNET_32, x).tobytes())
+
+
 @pytest.mark.parametrize("write_block", [4, 16])
 def test_zephyr_project_on_simulated_flash_matches_tflm(zephyr_project, tmp_path, write_block):
     """The Zephyr sources, linked with host implementations of the stand-in APIs (NOR flash that
     refuses to program unerased bytes), print the FNV-1a hash of TFLite Micro's output."""
-    exe = str(tmp_path / "zephyr_host")
-    build = subprocess.run(["cc", "-std=gnu99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", ZEPHYR_STUBS,
-                            "-I", str(zephyr_project / "src"), f"-DSTUB_WRITE_BLOCK={write_block}u",
-                            *glob.glob(str(zephyr_project / "src" / "*.c")), os.path.join(ZEPHYR_STUBS, "flash_sim.c"),
-                            "-o", exe, "-lm"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([exe], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout
-    stats = parse_stats(run.stdout)
-    x = np.frombuffer(bytes(_xorshift_input(32 * 32)), dtype=np.int8).reshape(1, 32, 32, 1)
-    assert stats["output_fnv1a"] == _fnv1a(tflm_output(TINYUNET_32, x).tobytes())
+    stats = _zephyr_host_run(zephyr_project, tmp_path, ["kernel", "flash"], f"-DSTUB_WRITE_BLOCK={write_block}u")
+    assert stats["status"] == 0
+    assert stats["output_fnv1a"] == _tflm_hash_of_main_input()
     assert stats["storage_written"] > 0 and stats["storage_read"] > 0
+
+
+@pytest.fixture(scope="module")
+def zephyr_uart_project(tmp_path_factory):
+    """TinyUNet 32x32 at its smallest arena, spilling to the storage server over a UART."""
+    out = tmp_path_factory.mktemp("zephyr_uart") / "p"
+    _compile_project(out, "--ram-budget", "min", "--storage", "uart", "--project", "zephyr")
+    return out
+
+
+@needs_arm_gcc
+def test_zephyr_uart_project_compiles_for_cortex_m(zephyr_uart_project):
+    names = sorted(os.path.basename(p) for p in glob.glob(str(zephyr_uart_project / "src" / "*.c")))
+    assert names == ["link_uart.c", "main.c", "storage_remote.c", "tinyseg_model.c"]
+    assert "CONFIG_SERIAL=y" in (zephyr_uart_project / "prj.conf").read_text()
+    for name in names:
+        proc = _arm_compile(str(zephyr_uart_project / "src" / name))
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_zephyr_uart_project_with_a_storage_server_matches_tflm(zephyr_uart_project, tmp_path):
+    """Its UART link, on a host UART that is a TCP connection, spills to the package's storage
+    server and the output hash is TFLite Micro's."""
+    from tvm_tinyseg.storage_server import StorageServer
+
+    with StorageServer() as server:
+        env = dict(os.environ, STUB_UART_PORT=str(server.port))
+        stats = _zephyr_host_run(zephyr_uart_project, tmp_path, ["kernel", "uart"], env=env)
+    assert stats["status"] == 0
+    assert stats["output_fnv1a"] == _tflm_hash_of_main_input()
+    assert stats["storage_written"] > 0 and stats["storage_read"] > 0
+
+
+def test_zephyr_uart_project_without_a_server_reports_a_storage_error(zephyr_uart_project, tmp_path):
+    exe = _zephyr_host_build(zephyr_uart_project, tmp_path, ["kernel", "uart"])
+    with socket.socket() as unused:  # a loopback port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    run = subprocess.run([exe], capture_output=True, text=True, env=dict(os.environ, STUB_UART_PORT=str(port)),
+                         timeout=60)
+    assert run.returncode != 0 and parse_stats(run.stdout)["status"] != 0
 
 
 @needs_arm_gcc

@@ -1,5 +1,6 @@
 """Generated models as bare-metal Cortex-M7 firmware under QEMU (mps2-an500): TFLite Micro's
-output, a RAM budget enforced by the linker, spilled tensors in PSRAM or in a semihosted file."""
+output, a RAM budget enforced by the linker, spilled tensors in PSRAM, in a semihosted file or on
+the storage server behind UART0."""
 import json
 import os
 import re
@@ -67,7 +68,7 @@ def test_tinyunet_80x120_without_tinyseg_overflows_ram(tmp_path):
         qemu.build(d, ram_budget=RAM_BUDGET)
 
 
-@pytest.mark.parametrize("storage", ["mmap", "file"])
+@pytest.mark.parametrize("storage", ["mmap", "file", pytest.param("uart", marks=pytest.mark.slow)])
 def test_tinyunet_80x120_with_tinyseg_fits_and_matches_tflm(tmp_path, storage):
     d = str(tmp_path / storage)
     result = compile_model(TINYUNET_80x120, d, ram_budget=-1, storage=storage)
@@ -85,13 +86,6 @@ def test_tinyunet_80x120_with_tinyseg_fits_and_matches_tflm(tmp_path, storage):
     else:
         assert stats["static_psram_bytes"] == 0
         assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]
-
-
-def test_uart_storage_is_not_supported_yet(tmp_path):
-    d = str(tmp_path / "m")
-    compile_model(TINYUNET_32, d, storage="uart")
-    with pytest.raises(TinySegError, match="uart"):
-        qemu.build(d)
 
 
 def test_firmware_exit_status_reaches_the_host(tmp_path):

@@ -29,7 +29,9 @@ from tvm_tinyseg.targets import check_mcpu
 
 RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
-STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_file.c"}
+STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_remote.c"}
+# Headers a backend needs beside tinyseg_storage.h; the link itself (link_*.c) comes with the platform.
+STORAGE_HEADERS = {"mmap": ("tinyseg_backend.h",), "file": ("tinyseg_backend.h",), "uart": ("tinyseg_link.h",)}
 
 
 def kernel_passes(options: TinySegOptions):
@@ -160,7 +162,8 @@ class CompileResult:
         for name, text in self.files.items():
             with open(os.path.join(out_dir, name), "w") as f:
                 f.write(text)
-        for name in ("tinyseg_arith.h", "tinyseg_storage.h", STORAGE_BACKENDS[self.options.storage]):
+        for name in ("tinyseg_arith.h", "tinyseg_storage.h", STORAGE_BACKENDS[self.options.storage],
+                     *STORAGE_HEADERS.get(self.options.storage, ())):
             shutil.copy(os.path.join(RUNTIME_DIR, name), out_dir)
         for name, report in (("memory.json", self.memory_report), ("io.json", self.io_spec)):
             with open(os.path.join(out_dir, name), "w") as f:

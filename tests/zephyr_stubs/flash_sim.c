@@ -1,9 +1,8 @@
-/* Host implementations of the stand-in Zephyr APIs, to run the Zephyr project's sources on the
- * host: printk to stdout, and one flash partition with NOR semantics — a write must be aligned to
+/* Host implementation of the stand-in flash map, to run the Zephyr project's sources on the
+ * host: one flash partition with NOR semantics — a write must be aligned to
  * STUB_WRITE_BLOCK and may only clear bits (else -EIO, as a verifying driver would report), an
  * erase must cover whole STUB_ERASE_BLOCK sectors and sets them to 0xFF. */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <zephyr/kernel.h>
 #include <zephyr/storage/flash_map.h>
@@ -17,15 +16,6 @@
 static uint8_t flash[PARTITION_SIZE];
 static const struct flash_area partition = {
     .fa_id = STUB_PARTITION_ID_storage_partition, .fa_off = 0, .fa_size = PARTITION_SIZE};
-
-void printk(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-}
-
-int64_t k_uptime_get(void) { return 0; }
 
 int flash_area_open(uint8_t id, const struct flash_area **fa) {
   if (id != partition.fa_id) return -ENOENT;

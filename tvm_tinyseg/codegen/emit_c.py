@@ -11,15 +11,16 @@ C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "i
            "int64": "int64_t", "float32": "float"}
 ARENA = "tinyseg_arena"
 
-# Row-window reads of spilled tensors from inside kernels: the first failure sticks, and the
-# runner checks it after the kernel (a kernel cannot return a status).
+# Row-window reads of spilled tensors from inside kernels: the first failure sticks, later reads
+# of the run are skipped (a dead link would time out on each), and the runner checks the status
+# after the kernel (a kernel cannot return one).
 STREAM_READER = [
     "static int tinyseg_stream_status = TINYSEG_OK;",
     "",
     "static int32_t tinyseg_stream_read(const void *stored, void *dst, int32_t nbytes) {",
-    "  int status = tinyseg_storage_read((uint32_t)(uintptr_t)stored, dst, (uint32_t)nbytes);",
-    "  if (status != TINYSEG_OK && tinyseg_stream_status == TINYSEG_OK) tinyseg_stream_status = status;",
-    "  return status;",
+    "  if (tinyseg_stream_status != TINYSEG_OK) return tinyseg_stream_status;",
+    "  tinyseg_stream_status = tinyseg_storage_read((uint32_t)(uintptr_t)stored, dst, (uint32_t)nbytes);",
+    "  return tinyseg_stream_status;",
     "}",
     "",
 ]
@@ -113,6 +114,8 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
     calls = [f"  if ((const void *)input != (const void *)({ARENA} + {inp_off})) {{",
              f"    memcpy({ARENA} + {inp_off}, input, TINYSEG_INPUT_BYTES);",
              "  }"]
+    if reads_storage and not mapped_storage:
+        calls.append("  tinyseg_stream_status = TINYSEG_OK;")
     if reads_storage and mapped_storage:
         calls += ["  uint8_t *tinyseg_storage = tinyseg_storage_map();",
                   "  if (tinyseg_storage == NULL) return TINYSEG_ERR_STORAGE_MAP;"]

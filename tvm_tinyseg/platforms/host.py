@@ -1,4 +1,5 @@
 """Build a generated model with the host C compiler and run it on numpy inputs."""
+import contextlib
 import json
 import os
 import subprocess
@@ -7,24 +8,31 @@ import tempfile
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
-HARNESS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "codegen", "runtime", "host_main.c")
+RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "codegen", "runtime")
+HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
+REMOTE_LINK = os.path.join(RUNTIME_DIR, "link_socket.c")  # the uart backend's link on the host: TCP
 STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 EXECUTABLE = "tinyseg_host"
 
 
-def _storage_backend(model_dir: str) -> str:
+def _storage_kind(model_dir: str) -> str:
+    with open(os.path.join(model_dir, "memory.json")) as f:
+        return json.load(f)["storage"]
+
+
+def _storage_sources(model_dir: str) -> list:
     from tvm_tinyseg.driver import STORAGE_BACKENDS
 
-    with open(os.path.join(model_dir, "memory.json")) as f:
-        return os.path.join(model_dir, STORAGE_BACKENDS[json.load(f)["storage"]])
+    kind = _storage_kind(model_dir)
+    return [os.path.join(model_dir, STORAGE_BACKENDS[kind]), *([REMOTE_LINK] if kind == "uart" else [])]
 
 
 def build(model_dir: str, cc: str = "cc", extra_cflags=()) -> str:
     """Compile the model's C sources, its storage backend and the host harness; return the
     executable's path."""
-    sources = [os.path.join(model_dir, "tinyseg_model.c"), _storage_backend(model_dir), HARNESS]
+    sources = [os.path.join(model_dir, "tinyseg_model.c"), *_storage_sources(model_dir), HARNESS]
     exe = os.path.join(model_dir, EXECUTABLE)
     cmd = [cc, *STRICT_CFLAGS, *extra_cflags, "-I", model_dir, *sources, "-o", exe, "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -34,23 +42,31 @@ def build(model_dir: str, cc: str = "cc", extra_cflags=()) -> str:
     return exe
 
 
-def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None) -> np.ndarray:
+def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None, storage_server=None) -> np.ndarray:
     """Run the built model on ``x``; the input must match the model's shape and dtype. A file
-    storage backend gets a fresh temporary file. ``stats``, if given, receives the bytes written
-    to and read from storage."""
+    storage backend gets a fresh temporary file, a uart (remote) one ``storage_server`` (a
+    tvm_tinyseg.storage_server.StorageServer; by default a fresh one for this run). ``stats``, if
+    given, receives the bytes written to and read from storage."""
     spec = checked_input(model_dir, x)
     exe = exe or os.path.join(model_dir, EXECUTABLE)
     if not os.path.exists(exe):
         exe = build(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         in_path, out_path = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
         np.ascontiguousarray(x).tofile(in_path)
         env = dict(os.environ, TINYSEG_STORAGE_FILE=os.path.join(tmp, "storage.bin"))
+        if _storage_kind(model_dir) == "uart":
+            from tvm_tinyseg.storage_server import serving
+
+            env["TINYSEG_STORAGE_PORT"] = str(stack.enter_context(serving(storage_server)).port)
         proc = subprocess.run([exe, in_path, out_path], capture_output=True, text=True, env=env)
+        run_stats = parse_stats(proc.stderr)
+        if stats is not None:
+            stats.update(run_stats)
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             raise TinySegError(f"{model_dir}: model run failed ({proc.returncode}): {proc.stderr.strip()}")
-        if stats is not None:
-            stats.update(parse_stats(proc.stderr))
         out = spec["output"]
         return np.fromfile(out_path, dtype=out["dtype"]).reshape(out["shape"])
 

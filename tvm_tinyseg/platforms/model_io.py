@@ -23,6 +23,25 @@ def checked_input(model_dir: str, x: np.ndarray) -> dict:
     return spec
 
 
+# tinyseg_run's failure statuses (codegen/runtime/tinyseg_storage.h).
+RUN_FAILURES = {
+    1: "a spilled tensor could not be written to storage",
+    2: "a fetch from storage failed or came back short",
+    3: "the model reads storage in place but the storage backend is not memory-mapped",
+    4: "the remote storage link failed or the server stopped answering",
+    5: "data fetched from storage failed its checksum",
+    6: "the storage server refused a request",
+}
+
+
+def run_failure(stats: dict) -> str:
+    """'tinyseg_run failed with status N: what it means', or '' if the run did not report a failure."""
+    status = stats.get("status", 0)
+    if status == 0:
+        return ""
+    return f"tinyseg_run failed with status {status}: {RUN_FAILURES.get(status, 'unknown status')}"
+
+
 def parse_stats(text: str) -> dict:
     """The runner's ``tinyseg-stats: key=value ...`` line."""
     for line in text.splitlines():

@@ -7,6 +7,8 @@ fit fails at link time; weights stay in flash, and a memory-mapped storage pool 
 board's PSRAM (not counted). Files (input, output, a file storage pool) go through semihosting
 to QEMU's working directory.
 """
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,7 +19,7 @@ import time
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
+from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
 MAKE = "make"
 CC = "arm-none-eabi-gcc"
@@ -40,6 +42,11 @@ FLASH_ORIGIN, FLASH_WINDOW = 0x0, 4 << 20
 def available() -> bool:
     """Whether make, the cross compiler, a host C compiler (for the plugin) and QEMU are installed."""
     return all(shutil.which(tool) for tool in (MAKE, CC, SIZE, QEMU, "cc"))
+
+
+def _storage_kind(model_dir: str) -> str:
+    with open(os.path.join(model_dir, "memory.json")) as f:
+        return json.load(f)["storage"]
 
 
 def _project_is_current(model_dir: str) -> bool:
@@ -101,13 +108,14 @@ def static_memory(elf: str) -> dict:
 
 
 def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT, args=("input.bin", "output.bin"),
-                 plugin: str = None) -> subprocess.CompletedProcess:
+                 serial: str = "none", plugin: str = None) -> subprocess.CompletedProcess:
     """Run ``elf`` under QEMU with ``workdir`` as the semihosting working directory; the exit
-    status is the firmware's (SYS_EXIT_EXTENDED). With ``plugin`` (the project's instruction
-    counter) the count goes to ``INSTRUCTIONS_FILE`` in ``workdir``."""
+    status is the firmware's (SYS_EXIT_EXTENDED). ``serial`` is UART0's QEMU chardev. With
+    ``plugin`` (the project's instruction counter) the count goes to ``INSTRUCTIONS_FILE`` in
+    ``workdir``."""
     semihosting = ",".join(["enable=on,target=native,chardev=semihost", "arg=tinyseg",
                             *(f"arg={a}" for a in args)])
-    cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", "none",
+    cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", serial,
            "-chardev", "stdio,id=semihost", "-semihosting-config", semihosting, "-kernel", os.path.abspath(elf)]
     if plugin:
         cmd += ["-plugin", f"{os.path.abspath(plugin)},out={INSTRUCTIONS_FILE}"]
@@ -128,23 +136,30 @@ def _instructions(workdir: str) -> int:
         raise TinySegError(f"the instruction-count plugin wrote no count ({INSTRUCTIONS_FILE})") from None
 
 
-def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT
-        ) -> np.ndarray:
+def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT,
+        storage_server=None) -> np.ndarray:
     """Run the firmware on ``x`` under QEMU in a fresh working directory (which also holds a file
     storage pool); return the output. ``stats``, if given, receives the bytes written to and read
     from storage (``storage_written``, ``storage_read``), tinyseg_run's ``status``, the stack's
     high-water mark (``stack_used``), QEMU's ``exit_status``, the ELF's ``static_ram_bytes``,
     ``static_flash_bytes`` and ``static_psram_bytes``, the executed guest ``instructions`` (the
-    project's QEMU plugin, built beside the ELF) and the wall time (``seconds``)."""
+    project's QEMU plugin, built beside the ELF) and the wall time (``seconds``). A uart model's
+    UART0 talks to ``storage_server`` (by default a fresh storage_server.StorageServer)."""
     spec = checked_input(model_dir, x)
     elf = os.path.abspath(elf or os.path.join(model_dir, ELF))
     if not os.path.exists(elf):
         elf = build(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
+    plugin = os.path.join(os.path.dirname(elf), PLUGIN)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         np.ascontiguousarray(x).tofile(os.path.join(tmp, "input.bin"))
+        serial = "none"
+        if _storage_kind(model_dir) == "uart":
+            from tvm_tinyseg.storage_server import serving
+
+            port = stack.enter_context(serving(storage_server)).port
+            serial = f"tcp:127.0.0.1:{port},nodelay=on"
         start = time.monotonic()
-        plugin = os.path.join(os.path.dirname(elf), PLUGIN)
-        proc = run_firmware(elf, tmp, timeout, plugin=plugin if os.path.exists(plugin) else None)
+        proc = run_firmware(elf, tmp, timeout, serial=serial, plugin=plugin if os.path.exists(plugin) else None)
         seconds = time.monotonic() - start
         run_stats = parse_stats(proc.stdout)
         if stats is not None:
@@ -154,6 +169,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             if os.path.exists(plugin) and proc.returncode == 0:
                 stats["instructions"] = _instructions(tmp)
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
+        if run_failure(run_stats):
+            raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:
             message = (proc.stdout.strip() + " " + proc.stderr.strip()).strip()
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")

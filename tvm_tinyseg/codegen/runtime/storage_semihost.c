@@ -3,7 +3,7 @@
  * card or a flash file system. The file is TINYSEG_STORAGE_FILE (default tinyseg_storage.bin),
  * relative to the debugger's / QEMU's working directory; it is created empty at the first call. */
 #include <stdint.h>
-#include "tinyseg_storage.h"
+#include "tinyseg_backend.h"
 
 #ifndef TINYSEG_STORAGE_FILE
 #define TINYSEG_STORAGE_FILE "tinyseg_storage.bin"
@@ -40,7 +40,7 @@ static int storage_at(uint32_t offset) {
 
 int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes) {
   int fd = storage_at(offset);
-  if (fd < 0) return TINYSEG_ERR_STORAGE_WRITE;
+  if (fd < 0 || tinyseg_fault(TINYSEG_FAULT_FAILED_WRITE)) return TINYSEG_ERR_STORAGE_WRITE;
   uint32_t block[3] = {(uint32_t)fd, (uint32_t)(uintptr_t)src, nbytes};
   if (semihost_call(SEMIHOST_WRITE, block) != 0) return TINYSEG_ERR_STORAGE_WRITE; /* bytes not written */
   tinyseg_storage_bytes_written += nbytes;
@@ -49,9 +49,12 @@ int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes) {
 
 int tinyseg_storage_read(uint32_t offset, void *dst, uint32_t nbytes) {
   int fd = storage_at(offset);
-  if (fd < 0) return TINYSEG_ERR_STORAGE_READ;
+  if (fd < 0 || tinyseg_fault(TINYSEG_FAULT_FAILED_READ)) return TINYSEG_ERR_STORAGE_READ;
   uint32_t block[3] = {(uint32_t)fd, (uint32_t)(uintptr_t)dst, nbytes};
-  if (semihost_call(SEMIHOST_READ, block) != 0) return TINYSEG_ERR_STORAGE_READ; /* bytes not read */
+  int not_read = semihost_call(SEMIHOST_READ, block);
+  if (tinyseg_fault(TINYSEG_FAULT_SHORT_READ)) not_read++;
+  if (not_read != 0) return TINYSEG_ERR_STORAGE_READ;
+  if (tinyseg_fault(TINYSEG_FAULT_CORRUPT_READ)) ((uint8_t *)dst)[0] ^= 1u;
   tinyseg_storage_bytes_read += nbytes;
   return TINYSEG_OK;
 }

@@ -10,6 +10,9 @@
 #define TINYSEG_ERR_STORAGE_WRITE 1 /* a spill could not be written */
 #define TINYSEG_ERR_STORAGE_READ 2  /* a fetch failed or returned fewer bytes */
 #define TINYSEG_ERR_STORAGE_MAP 3   /* the model reads storage in place but the backend is not memory-mapped */
+#define TINYSEG_ERR_STORAGE_LINK 4     /* remote storage: the link failed or the server did not answer in time */
+#define TINYSEG_ERR_STORAGE_CHECKSUM 5 /* remote storage: frames kept failing their CRC after the retries */
+#define TINYSEG_ERR_STORAGE_REFUSED 6  /* remote storage: the server refused (out of range, no session, too big) */
 
 int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes);
 int tinyseg_storage_read(uint32_t offset, void *dst, uint32_t nbytes);

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <zephyr/devicetree.h>
 
 struct device;
 
@@ -26,8 +27,6 @@ int flash_area_erase(const struct flash_area *fa, off_t off, size_t len);
 uint32_t flash_area_align(const struct flash_area *fa);
 uint8_t flash_area_erased_val(const struct flash_area *fa);
 
-#define STUB_CAT_(a, b) a##b
-#define STUB_CAT(a, b) STUB_CAT_(a, b)
 #ifndef STUB_PARTITION_SIZE_storage_partition
 #define STUB_PARTITION_SIZE_storage_partition (1024 * 1024)
 #endif
