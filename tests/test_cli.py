@@ -1,7 +1,9 @@
 """The ``tinyseg`` console script: compile, run, demo."""
 import json
+import os
 
 import numpy as np
+import pytest
 
 from conftest import MODELS, run_tinyseg, tflm_reference
 
@@ -56,3 +58,141 @@ def test_analyze_prints_the_peak_step_and_plots_the_arena(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert png.exists() and png.read_bytes().startswith(b"\x89PNG")
     assert f"peak step {compile_model(SMALL).table.peak_step()} (" in proc.stdout
+
+
+def _error_lines(proc):
+    """stderr without the progress lines: what the user is told went wrong."""
+    return [line for line in proc.stderr.splitlines() if not line.startswith("[tinyseg]")]
+
+
+def test_compile_takes_tvmc_style_target_options_and_pass_config(tmp_path):
+    from tvm_tinyseg.driver import compile_model
+
+    out = tmp_path / "build"
+    proc = run_tinyseg("compile", SMALL, "-o", out, "--target", "c", "--mcpu", "cortex-m7", "--executor", "aot",
+                       "--pass-config", "tinyseg.ram_budget=min", "--pass-config", "tinyseg.storage=mmap",
+                       "--pass-config", "tinyseg.planner=best_fit")
+    assert proc.returncode == 0, proc.stderr
+    assert "[tinyseg] compiling" in proc.stderr  # the progress line
+    memory = json.loads((out / "memory.json").read_text())
+    smallest = compile_model(SMALL, ram_budget=-1, storage="mmap", planner="best_fit").memory_report
+    assert (memory["target"], memory["mcpu"], memory["ram_budget"], memory["storage"], memory["planner"]) == \
+        ("c", "cortex-m7", -1, "mmap", "best_fit")
+    assert memory["arena_bytes"] == smallest["arena_bytes"] < compile_model(SMALL).memory_report["arena_bytes"]
+    assert memory["spilled"]
+
+
+def test_a_project_budget_from_pass_config_is_the_board_budget_as_with_the_flag(tmp_path):
+    """--project qemu_cortex_m leaves room for the firmware within the budget however it is given."""
+    for name, budget in (("flag", ["--ram-budget", "24K"]), ("config", ["--pass-config", "tinyseg.ram_budget=24K"])):
+        proc = run_tinyseg("compile", SMALL, "-o", tmp_path / name, "--project", "qemu_cortex_m", "--storage", "mmap",
+                           *budget)
+        assert proc.returncode == 0, proc.stderr
+    flag, config = (json.loads((tmp_path / d / "memory.json").read_text()) for d in ("flag", "config"))
+    assert flag == config and 0 < flag["ram_budget"] < 24 * 1024 and flag["arena_bytes"] <= flag["ram_budget"]
+    assert "RAM_BUDGET ?= 24576" in (tmp_path / "config" / "project.mk").read_text()
+
+
+def test_pass_config_enable_false_equals_no_tinyseg(tmp_path):
+    assert run_tinyseg("compile", SMALL, "-o", tmp_path / "a", "--pass-config", "tinyseg.enable=false").returncode == 0
+    assert run_tinyseg("compile", SMALL, "-o", tmp_path / "b", "--no-tinyseg").returncode == 0
+    a, b = (json.loads((tmp_path / d / "memory.json").read_text()) for d in "ab")
+    assert a["tinyseg"] is False and a == b
+
+
+@pytest.mark.parametrize("sizes", [("131072", "128K", "128KiB", "128kib")])
+def test_sizes_in_every_spelling_give_the_same_budget(sizes):
+    from tvm_tinyseg.cli import parse_size
+
+    assert {parse_size(s) for s in sizes} == {131072}
+
+
+BAD_COMPILE_OPTIONS = [  # (arguments after 'compile SMALL -o DIR', what the one-line message must say)
+    (["--target", "llvm"], "unknown target 'llvm' (supported: c)"),
+    (["--mcpu", "cortex-a53"], "unknown mcpu 'cortex-a53'"),
+    (["--executor", "graph"], "unknown executor 'graph' (supported: aot)"),
+    (["--pass-config", "tinyseg.ram_limit=128K"], "unknown PassContext option 'tinyseg.ram_limit'"),
+    (["--pass-config", "tir.disable_vectorize=1"], "unknown PassContext option 'tir.disable_vectorize'"),
+    (["--pass-config", "tinyseg.ram_budget"], "expected KEY=VALUE"),
+    (["--pass-config", "tinyseg.ram_budget=lots"], "tinyseg.ram_budget expects a size in bytes"),
+    (["--pass-config", "tinyseg.fuse_fetch=maybe"], "tinyseg.fuse_fetch expects true or false"),
+    (["--pass-config", "tinyseg.storage=sdcard"], "tinyseg.storage must be one of file, mmap, uart, got 'sdcard'"),
+    (["--pass-config", "tinyseg.planner=optimal"], "tinyseg.planner must be one of"),
+    (["--ram-budget", "12X"], "invalid size '12X'"),
+    (["--ram-budget=-5K"], "invalid size '-5K'"),
+    (["--ram-budget", "1.5K"], "invalid size '1.5K'"),
+    (["--storage", "tape"], "invalid choice: 'tape'"),
+    (["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 16384 B"),
+    (["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 16384 B"),
+    (["--ram-budget", "100K", "--pass-config", "tinyseg.ram_budget=200K"],
+     "--ram-budget 102400 conflicts with --pass-config tinyseg.ram_budget=204800"),
+    (["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),
+    (["--storage", "file", "--pass-config", "tinyseg.storage=mmap"], "--storage file conflicts"),
+    (["--pass-config", "tinyseg.storage=mmap", "--pass-config", "tinyseg.storage=file"], "given twice"),
+    (["--project", "qemu_cortex_m", "--mcpu", "cortex-m4"], "--project qemu_cortex_m is a cortex-m7 board"),
+]
+
+
+@pytest.mark.parametrize("arguments, message", BAD_COMPILE_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list)
+                         else None)
+def test_a_bad_compile_option_is_a_one_line_user_error(tmp_path, arguments, message):
+    out = tmp_path / "build"
+    proc = run_tinyseg("compile", SMALL, "-o", out, *arguments)
+    assert proc.returncode == 1, proc.stderr
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert not (out / "memory.json").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["bench", SMALL, "--budgets", "96K,lots"], "invalid size 'lots'"),
+    (["bench", SMALL, "--budgets", "150%"], "must be in 1-100 %"),
+    (["bench", SMALL, "--budgets", "0"], "a fixed budget must be a positive size"),
+    (["bench", "no_such_model.tflite"], "no_such_model.tflite: model file not found"),
+    (["analyze", SMALL, "--ram-budget", "64Q"], "invalid size '64Q'"),
+    (["run", SMALL, "--platform", "arduino"], "invalid choice: 'arduino'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_other_bad_options_are_one_line_user_errors(arguments, message):
+    proc = run_tinyseg(*arguments)
+    assert proc.returncode == 1, proc.stderr
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+def test_qemu_refuses_a_build_for_another_core(tmp_path):
+    out = tmp_path / "build"
+    assert run_tinyseg("compile", SMALL, "-o", out, "--mcpu", "cortex-m4").returncode == 0
+    assert json.loads((out / "memory.json").read_text())["mcpu"] == "cortex-m4"
+    proc = run_tinyseg("run", out, "--platform", "qemu")
+    assert proc.returncode == 1
+    assert _error_lines(proc) == [f"tinyseg: error: {out} was compiled for --mcpu cortex-m4; the QEMU board "
+                                  "(mps2-an500) is a cortex-m7: compile with --mcpu cortex-m7 (or without --mcpu)"]
+
+
+def test_a_damaged_build_directory_is_a_user_error(tmp_path):
+    out = tmp_path / "build"
+    assert run_tinyseg("compile", SMALL, "-o", out).returncode == 0
+    (out / "memory.json").write_text("{")
+    proc = run_tinyseg("run", out, "--platform", "qemu")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(_error_lines(proc)) == 1 and "cannot read memory.json" in proc.stderr
+
+
+README = os.path.join(os.path.dirname(MODELS), "README.md")
+
+
+def test_the_readme_cli_reference_names_every_option():
+    """Every option of every command (from the real parser) appears in the README's CLI reference."""
+    from tvm_tinyseg.cli import build_parser
+
+    with open(README) as f:
+        text = f.read()
+    reference = text[text.index("## Command line"):]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        assert f"tinyseg {name}" in reference, name
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert option in reference, f"tinyseg {name} {option} is not in the README"

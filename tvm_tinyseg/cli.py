@@ -8,8 +8,9 @@ import os
 import re
 import sys
 
+from tvm_tinyseg import targets
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.pass_config import STORAGE_KINDS
+from tvm_tinyseg.pass_config import OPTIONS, STORAGE_KINDS
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2
 
@@ -34,18 +35,97 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
 
 
+def _checked(check):
+    """An argparse type from a targets.check_* function (its TinySegError becomes a usage error)."""
+    def parse(text):
+        try:
+            return check(text)
+        except TinySegError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+_OPTIONS = {option.key: option for option in OPTIONS}
+
+
+def parse_pass_config(text: str) -> tuple:
+    """'tinyseg.ram_budget=128K' → (key, typed value), for the ``tinyseg.*`` PassContext options."""
+    from tvm_tinyseg.passes.arena_planner import PLANNERS
+
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. tinyseg.ram_budget=128K")
+    if key not in _OPTIONS:
+        raise argparse.ArgumentTypeError(f"unknown PassContext option {key!r} in {text!r} "
+                                         f"(known: {', '.join(_OPTIONS)})")
+    option = _OPTIONS[key]
+    if option.type is bool:
+        if value.lower() not in _BOOLS:
+            raise argparse.ArgumentTypeError(f"{key} expects true or false (1/0, yes/no, on/off), got {value!r}")
+        return key, _BOOLS[value.lower()]
+    if option.type is int:
+        try:
+            return key, parse_size(value)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{key} expects a size in bytes (131072, 128K, 128KiB, 1M, min), "
+                                             f"got {value!r}") from None
+    allowed = {"tinyseg.storage": sorted(STORAGE_KINDS), "tinyseg.planner": sorted(PLANNERS)}.get(key)
+    if allowed is not None and value not in allowed:
+        raise argparse.ArgumentTypeError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return key, value
+
+
+# --pass-config key → (its flag, the flag's value as that key's value, or None when the flag is unset)
+_FLAG_OF_KEY = {
+    "tinyseg.enable": ("--no-tinyseg", lambda a: False if a.no_tinyseg else None),
+    "tinyseg.ram_budget": ("--ram-budget", lambda a: a.ram_budget),
+    "tinyseg.storage": ("--storage", lambda a: a.storage),
+    "tinyseg.fuse_fetch": ("--no-fuse-fetch", lambda a: False if a.no_fuse_fetch else None),
+}
+
+
+def pass_config(args) -> dict:
+    """The PassContext config of ``--pass-config`` items. A key given twice with different values,
+    or contradicting its dedicated flag, is an error (equal values are fine)."""
+    config = {}
+    for key, value in args.pass_config or ():
+        if key in config and config[key] != value:
+            raise TinySegError(f"--pass-config {key} given twice ({config[key]!r} and {value!r})")
+        config[key] = value
+        flag, flag_value = _FLAG_OF_KEY.get(key, (None, lambda a: None))
+        given = flag_value(args)
+        if given is not None and given != value:
+            shown = flag if isinstance(given, bool) else f"{flag} {given}"
+            raise TinySegError(f"{shown} conflicts with --pass-config {key}={value}; give only one of them")
+    return config
+
+
 def cmd_compile(args) -> int:
+    import tvm
+
     from tvm_tinyseg import projects
     from tvm_tinyseg.driver import compile_model
+    from tvm_tinyseg.pass_config import register_options
 
+    config = pass_config(args)
+    if config:
+        register_options()
+    if args.project == "qemu_cortex_m" and args.mcpu not in (None, QEMU_MCPU):
+        raise TinySegError(f"--project qemu_cortex_m is a {QEMU_MCPU} board; --mcpu {args.mcpu} does not match it")
+    board_budget = args.ram_budget if args.ram_budget is not None else config.get("tinyseg.ram_budget")
     export, arena_budget = None, args.ram_budget
     if args.project:  # the board's RAM budget also holds the firmware's stack and state
-        export, arena_budget = projects.exporter(args.project), projects.arena_budget(args.project, args.ram_budget)
-    _progress(f"compiling {args.model}")
-    result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
-                           storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None)
+        export, arena_budget = projects.exporter(args.project), projects.arena_budget(args.project, board_budget)
+    mcpu = f", mcpu {args.mcpu}" if args.mcpu else ""
+    _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
+    with tvm.transform.PassContext(config=config):
+        result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
+                               storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
+                               mcpu=args.mcpu)
     if export:
-        export(args.output, args.ram_budget)
+        export(args.output, board_budget)
     report = result.memory_report
     spilled = ""
     if report["spilled"]:
@@ -87,6 +167,8 @@ def cmd_run(args) -> int:
             raise TinySegError(f"{args.input}: cannot read input array ({err})") from None
     else:
         x = np.zeros(spec["shape"], dtype=spec["dtype"])
+    if args.platform == "qemu":
+        _check_mcpu_for_qemu(args.dir)
     _progress(f"building {args.dir} for {args.platform}")
     stats = {}
     if args.platform == "qemu":
@@ -111,6 +193,52 @@ def cmd_run(args) -> int:
     if args.platform == "avr":
         print(f"ATmega2560: static SRAM {stats['sram_bytes']} B of 8192 ({stats['stack_free']} B never touched by "
               f"the stack), flash {stats['flash_bytes']} B; tinyseg_run {stats['run_us'] / 1e6:.2f} s at 16 MHz")
+    return EXIT_OK
+
+
+QEMU_MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
+
+
+def _check_mcpu_for_qemu(model_dir: str) -> None:
+    """A model compiled with --mcpu for another core is not run on the Cortex-M7 board."""
+    try:
+        with open(os.path.join(model_dir, "memory.json")) as f:
+            mcpu = json.load(f).get("mcpu")
+    except (OSError, ValueError) as err:
+        raise TinySegError(f"{model_dir}: cannot read memory.json ({err}); compile the model again") from None
+    if mcpu not in (None, QEMU_MCPU):
+        raise TinySegError(f"{model_dir} was compiled for --mcpu {mcpu}; the QEMU board (mps2-an500) is a "
+                           f"{QEMU_MCPU}: compile with --mcpu {QEMU_MCPU} (or without --mcpu)")
+
+
+def _parse_budgets(text: str):
+    from tvm_tinyseg.bench import parse_budgets
+
+    try:
+        return parse_budgets(text, parse_size)
+    except TinySegError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def cmd_bench(args) -> int:
+    """Measure each model side by side; print the tables, write JSON/markdown/plot when asked."""
+    from tvm_tinyseg import bench
+
+    missing = [m for m in args.models if not os.path.isfile(m)]
+    if missing:
+        raise TinySegError(f"{missing[0]}: model file not found")
+    qemu = False if args.no_qemu else None
+    budgets = args.budgets or bench.DEFAULT_BUDGETS
+    records = [bench.measure(m, budgets, qemu=qemu, progress=_progress) for m in args.models]
+    print(bench.render_tables(records))
+    for path, text in ((args.json, bench.render_json(records)), (args.markdown, bench.render_markdown(records))):
+        if path:
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+    if args.plot:
+        bench.plot_ram_vs_moved(records, args.plot)
+        print(f"wrote {args.plot}")
     return EXIT_OK
 
 
@@ -161,11 +289,10 @@ def cmd_demo(args) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a user error (status 1), not argparse's 2."""
+    """argparse, but a usage error is a user error (status 1, not argparse's 2) reported in one line."""
 
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a .tflite/.onnx model to C sources, header and memory.json")
     p.add_argument("model", help="the model file (.tflite or .onnx)")
     p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--target", type=_checked(targets.check_target), default="c",
+                   help="code to emit: only 'c' (plain C99, no TVM runtime)")
+    p.add_argument("--mcpu", type=_checked(targets.check_mcpu), metavar="CPU",
+                   help=f"the CPU the C is for, recorded in memory.json ({', '.join(targets.MCPUS)}); "
+                        "'tinyseg run --platform qemu' needs cortex-m7 or none")
+    p.add_argument("--executor", type=_checked(targets.check_executor), default="aot",
+                   help="only 'aot': one C function runs every kernel over a static arena")
+    p.add_argument("--pass-config", action="append", type=parse_pass_config, metavar="KEY=VALUE",
+                   help="a TinySeg PassContext option (repeatable): " + ", ".join(o.key for o in OPTIONS)
+                        + "; a flag below and a different value for its key is an error")
     p.add_argument("--no-tinyseg", action="store_true", help="plain static planning without TinySeg's passes")
     p.add_argument("--ram-budget", type=parse_size, metavar="SIZE",
                    help="RAM for the arena (131072, 128K, 128KiB, or 'min' for the smallest feasible); "
@@ -206,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="input array (.npy); zeros when omitted")
     p.add_argument("--output", help="where to save the output array (.npy)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="TFLite Micro, TVM and TinySeg side by side on one or more models")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model files (.tflite or .onnx)")
+    p.add_argument("--budgets", type=_parse_budgets, default=None, metavar="LIST",
+                   help="fixed RAM budgets, comma-separated sizes or percentages of the no-spill arena "
+                        "(default: 90%%,75%%,60%%); TinySeg's minimum is always measured")
+    p.add_argument("--json", metavar="FILE", help="write the records as JSON (benchmarks/results.json's format)")
+    p.add_argument("--markdown", metavar="FILE", help="write the tables and their notes as markdown")
+    p.add_argument("--plot", metavar="PNG", help="plot RAM against bytes moved over the budgets (needs matplotlib)")
+    p.add_argument("--no-qemu", action="store_true",
+                   help="skip the Cortex-M7 firmware runs under QEMU (default: run them when QEMU is installed)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="compile the bundled TinyUNet with and without TinySeg and compare")
     p.add_argument("-o", "--output", default="tinyseg_demo", help="where to write both builds")

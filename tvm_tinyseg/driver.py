@@ -26,6 +26,7 @@ from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
+from tvm_tinyseg.targets import check_mcpu
 
 RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
@@ -128,6 +129,7 @@ class CompileResult:
     storage_plan: ArenaPlan
     options: TinySegOptions
     files: dict = field(default_factory=dict)  # file name -> text
+    mcpu: str = None  # the CPU the C is meant for (recorded only; the C is the same for all)
 
     @property
     def memory_report(self) -> dict:
@@ -135,6 +137,8 @@ class CompileResult:
         out = self.table.tensors[self.table.output]
         return {
             "model": os.path.basename(self.model.path),
+            "target": C_TARGET,
+            "mcpu": self.mcpu,
             "tinyseg": self.options.enable,
             "planner": self.plan.algorithm,
             "ram_budget": self.options.ram_budget,
@@ -215,11 +219,14 @@ def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
 
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
-                  fuse_fetch: bool = None, planner: str = None) -> CompileResult:
+                  fuse_fetch: bool = None, planner: str = None, mcpu: str = None) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
-    the defaults (no RAM budget: nothing spilled)."""
+    the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
+    memory.json."""
+    if mcpu is not None:
+        check_mcpu(mcpu)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
                               planner=planner)
     model = load_model(path)
@@ -229,7 +236,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
             "only single-input, single-output models are supported")
     mod, table, kernels, plan = _plan_within_budget(model, options)
     storage_plan = plan_arena(storage_buffers(table), options.planner)
-    result = CompileResult(model, mod, table, kernels, plan, storage_plan, options)
+    result = CompileResult(model, mod, table, kernels, plan, storage_plan, options, mcpu=mcpu)
     result.files = {
         "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size),
         "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, storage_plan.offsets,
