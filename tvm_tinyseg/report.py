@@ -7,7 +7,7 @@ The timeline draws every RAM buffer of an ``ArenaPlan`` as a rectangle [first st
 import os
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.passes.arena_planner import peak_live_bytes
+from tvm_tinyseg.passes.arena_planner import peak_live_bytes, shared_bytes
 
 INPUT_OUTPUT_COLOR = "#c8c8c8"
 SPILL_COLOR = "crimson"
@@ -133,8 +133,10 @@ def _draw_buffers(ax, table, plan) -> None:
 def _draw_live_bytes(ax, table, plan, y_max) -> float:
     """Live RAM bytes, the arena high-water mark and the bytes in storage per step; returns the y-axis top."""
     edges = range(len(table.steps) + 1)
-    live = [table.live_bytes(s.index) for s in table.steps]
-    ax.stairs(live, edges, fill=True, color="steelblue", alpha=0.5, label="live tensors")
+    shared = shared_bytes(plan.buffers)  # an output over its input's dead rows needs fewer bytes
+    live = [table.live_bytes(s.index) - shared.get(s.index, 0) for s in table.steps]
+    label = "live tensors" + (" (outputs over dead input rows counted once)" if shared else "")
+    ax.stairs(live, edges, fill=True, color="steelblue", alpha=0.5, label=label)
     ax.stairs(table.memory_at(plan), edges, color="black", linewidth=1.2, label="arena high-water mark")
     stored = [sum(t.nbytes for t in table.storage_tensors() if t.live_at(s.index)) for s in table.steps]
     live_and_stored = [a + b for a, b in zip(live, stored)]
