@@ -1,4 +1,6 @@
 """Load and validate an .onnx model, then import it with TVM's Relax ONNX frontend."""
+import contextlib
+import io
 import os
 
 import onnx
@@ -72,7 +74,9 @@ def load_onnx(path: str) -> ImportedModel:
                 "TVM's ONNX frontend has no converter")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
     try:
-        mod = from_onnx(model, shape_dict={t.name: t.shape for t in inputs}, opset=opset, keep_params_in_input=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the frontend prints its failures as well as raising
+            mod = from_onnx(model, shape_dict={t.name: t.shape for t in inputs}, opset=opset,
+                            keep_params_in_input=False)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsupportedModelError(f"{path}: TVM's ONNX frontend could not import the model: {first}") from None
