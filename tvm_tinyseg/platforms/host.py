@@ -12,6 +12,12 @@ from tvm_tinyseg.platforms.model_io import checked_input, parse_stats
 HARNESS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "codegen", "runtime", "host_main.c")
 STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 EXECUTABLE = "tinyseg_host"
+# Reliability builds: AddressSanitizer + UndefinedBehaviorSanitizer (any finding ends the run with
+# an error), and memcheck under valgrind (any error → exit status VALGRIND_ERROR_STATUS).
+SANITIZED_EXECUTABLE = "tinyseg_host_sanitized"
+SANITIZER_CFLAGS = ["-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+VALGRIND_ERROR_STATUS = 99
+VALGRIND = ["valgrind", "--quiet", "--leak-check=full", f"--error-exitcode={VALGRIND_ERROR_STATUS}"]
 
 
 def _storage_backend(model_dir: str) -> str:
@@ -21,12 +27,13 @@ def _storage_backend(model_dir: str) -> str:
         return os.path.join(model_dir, STORAGE_BACKENDS[json.load(f)["storage"]])
 
 
-def build(model_dir: str, cc: str = "cc", extra_cflags=()) -> str:
+def build(model_dir: str, cc: str = "cc", extra_cflags=(), sanitize: bool = False) -> str:
     """Compile the model's C sources, its storage backend and the host harness; return the
-    executable's path."""
+    executable's path. ``sanitize`` builds a separate executable under ASan and UBSan."""
     sources = [os.path.join(model_dir, "tinyseg_model.c"), _storage_backend(model_dir), HARNESS]
-    exe = os.path.join(model_dir, EXECUTABLE)
-    cmd = [cc, *STRICT_CFLAGS, *extra_cflags, "-I", model_dir, *sources, "-o", exe, "-lm"]
+    exe = os.path.join(model_dir, SANITIZED_EXECUTABLE if sanitize else EXECUTABLE)
+    sanitizer_flags = SANITIZER_CFLAGS if sanitize else []
+    cmd = [cc, *STRICT_CFLAGS, *sanitizer_flags, *extra_cflags, "-I", model_dir, *sources, "-o", exe, "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
@@ -34,10 +41,10 @@ def build(model_dir: str, cc: str = "cc", extra_cflags=()) -> str:
     return exe
 
 
-def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None) -> np.ndarray:
+def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None, valgrind: bool = False) -> np.ndarray:
     """Run the built model on ``x``; the input must match the model's shape and dtype. A file
     storage backend gets a fresh temporary file. ``stats``, if given, receives the bytes written
-    to and read from storage."""
+    to and read from storage. ``valgrind`` runs it under memcheck: any memory error fails the run."""
     spec = checked_input(model_dir, x)
     exe = exe or os.path.join(model_dir, EXECUTABLE)
     if not os.path.exists(exe):
@@ -46,7 +53,8 @@ def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None) -> n
         in_path, out_path = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
         np.ascontiguousarray(x).tofile(in_path)
         env = dict(os.environ, TINYSEG_STORAGE_FILE=os.path.join(tmp, "storage.bin"))
-        proc = subprocess.run([exe, in_path, out_path], capture_output=True, text=True, env=env)
+        checker = VALGRIND if valgrind else []
+        proc = subprocess.run([*checker, exe, in_path, out_path], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise TinySegError(f"{model_dir}: model run failed ({proc.returncode}): {proc.stderr.strip()}")
         if stats is not None:
