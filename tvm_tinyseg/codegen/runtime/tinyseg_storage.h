@@ -10,6 +10,9 @@
 #define TINYSEG_ERR_STORAGE_WRITE 1 /* a spill could not be written */
 #define TINYSEG_ERR_STORAGE_READ 2  /* a fetch failed or returned fewer bytes */
 #define TINYSEG_ERR_STORAGE_MAP 3   /* the model reads storage in place but the backend is not memory-mapped */
+/* Debug builds (-DTINYSEG_DEBUG_CANARIES) only: a step wrote outside its output. */
+#define TINYSEG_ERR_ARENA_CANARY 16      /* the guard bytes before or after the arena changed */
+#define TINYSEG_ERR_BUFFER_CLOBBERED 17  /* a buffer live across the step (not its output) changed */
 
 int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes);
 int tinyseg_storage_read(uint32_t offset, void *dst, uint32_t nbytes);
