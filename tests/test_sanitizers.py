@@ -36,8 +36,9 @@ def _no_leak_check_under_ptrace(monkeypatch):
 @pytest.mark.parametrize("model, config", _cases())
 def test_generated_c_is_clean_under_sanitizers_and_valgrind(model, config, compiled_zoo):
     result, out_dir, exe = compiled_zoo.get(model, **CONFIGS[config])
-    if config != "no_spill":
-        assert result.memory_report["spilled"], "nothing spilled: the case would not exercise storage"
+    if config != "no_spill" and not result.memory_report["spilled"]:
+        assert os.path.basename(model) not in QUICK, "the quick cases must exercise storage"
+        pytest.skip("at its smallest arena this model spills nothing: the no_spill case covers it")
     spec = result.io_spec["input"]
     x = seeded_input(spec["shape"], spec["dtype"], 0)
     expected = host.run(out_dir, x, exe)
