@@ -210,6 +210,12 @@ def test_missing_file(tmp_path):
         compile_model(str(tmp_path / "nope.tflite"))
 
 
+def test_directory_is_not_a_model(tmp_path):
+    (tmp_path / "model.tflite").mkdir()
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        compile_model(str(tmp_path / "model.tflite"))
+
+
 def test_unknown_extension(tmp_path):
     path = tmp_path / "model.pb"
     path.write_bytes(b"x")
