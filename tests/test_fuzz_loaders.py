@@ -21,6 +21,9 @@ ZOO = zoo_files(MODELS)
 WORKER_SEEDS = (0, 1)
 CASES_PER_WORKER = 520
 WORKER_TIMEOUT_S = 600
+# Deterministic (the same cases in every run and in CI), 60 cases per in-process test.
+FUZZ_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(HealthCheck))
 
 
 def _tiny_int8_model() -> bytes:
@@ -47,7 +50,7 @@ def _check_failure(err, path):
     assert path in str(err), f"the message does not name the file: {err}"
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@FUZZ_SETTINGS
 @given(kind=st.sampled_from(KINDS), rng=st.randoms(use_true_random=False))
 def test_mutated_tiny_model_loads_and_compiles_or_fails_in_one_line(kind, rng, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("fuzz") / "tiny.tflite")
@@ -59,7 +62,7 @@ def test_mutated_tiny_model_loads_and_compiles_or_fails_in_one_line(kind, rng, t
         _check_failure(err, path)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@FUZZ_SETTINGS
 @given(base=st.sampled_from(ZOO), donor=st.sampled_from(ZOO), kind=st.sampled_from(KINDS),
        rng=st.randoms(use_true_random=False))
 def test_mutated_zoo_model_loads_or_fails_in_one_line(base, donor, kind, rng, tmp_path_factory):
