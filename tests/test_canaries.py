@@ -56,9 +56,8 @@ def _input(result, seed=0):
 def test_debug_build_gives_the_release_output(model, config, compiled_zoo, tmp_path):
     result, out_dir, exe = compiled_zoo.get(model, **CONFIGS[config])
     debug_exe = _debug_build(out_dir, tmp_path / "debug")
-    for seed in (0, 1):
-        x = _input(result, seed)
-        np.testing.assert_array_equal(host.run(str(tmp_path / "debug"), x, debug_exe), host.run(out_dir, x, exe))
+    x = _input(result)
+    np.testing.assert_array_equal(host.run(str(tmp_path / "debug"), x, debug_exe), host.run(out_dir, x, exe))
 
 
 def test_release_build_has_no_guards(compiled_zoo):
