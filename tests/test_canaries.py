@@ -113,3 +113,14 @@ def test_error_codes_are_declared_apart_from_the_storage_codes():
     assert codes["TINYSEG_ERR_ARENA_CANARY"] == ERR_ARENA_CANARY
     assert codes["TINYSEG_ERR_BUFFER_CLOBBERED"] == ERR_BUFFER_CLOBBERED
     assert len(set(codes.values())) == len(codes)
+
+
+def test_debug_build_compiles_for_cortex_m7(compiled_zoo, tmp_path):
+    """The checks are for debugging on the board too: strict C99 for arm-none-eabi-gcc."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed (scripts/setup.sh installs it)")
+    _, out_dir, _ = compiled_zoo.get(SMALL, ram_budget=SMALLEST_FEASIBLE, storage="file")
+    proc = subprocess.run(["arm-none-eabi-gcc", *host.STRICT_CFLAGS, *DEBUG_FLAGS, "-mcpu=cortex-m7", "-mthumb",
+                           "-ffreestanding", "-I", out_dir, "-c", os.path.join(out_dir, "tinyseg_model.c"),
+                           "-o", str(tmp_path / "model.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
