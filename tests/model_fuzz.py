@@ -38,6 +38,55 @@ def mutate(data: bytes, kind: str, rng: random.Random, donor: bytes) -> bytes:
     return bytes(data)
 
 
+# Quantization parameters a random model draws now and then; the rest are ordinary.
+ODD_SCALES = (0.0, -0.1, 1e-9, 1e9, float("nan"), float("inf"))
+ODD_ZERO_POINTS = (-200, -129, 128, 300)
+
+
+def random_conv_pool_model(rng: random.Random) -> bytes:
+    """A CONV_2D → pooling int8 model with random sizes, strides, paddings, activations and
+    quantization: mostly consistent, sometimes with declared shapes, windows or parameters that
+    are not (zero strides, windows larger than their input, empty tensors, odd scales)."""
+    from tflite_builder import TFLiteBuilder
+    import numpy as np
+
+    def quant():
+        if rng.random() < 0.15:
+            return rng.choice(ODD_SCALES + (0.05,)), rng.choice(ODD_ZERO_POINTS + (0,))
+        return rng.choice((0.02, 0.05, 0.1)), rng.randint(-128, 127)
+
+    def out_size(size, window, stride, padding):
+        stride = max(stride, 1)
+        return (size + stride - 1) // stride if padding == "SAME" else max((size - window) // stride + 1, 0)
+
+    b = TFLiteBuilder()
+    h, w, c = rng.randint(1, 12), rng.randint(1, 12), rng.randint(1, 4)
+    oc, k, stride = rng.randint(1, 5), rng.randint(1, 5), rng.choice((0, 1, 1, 2, 2, 3))
+    padding = rng.choice(("SAME", "VALID"))
+    x = b.tensor("x", [1, h, w, c], np.int8, quant=quant())
+    w_quant = ([0.01] * oc, [0] * oc, 0) if rng.random() < 0.85 else \
+        ([rng.choice(ODD_SCALES)] * oc, [rng.choice(ODD_ZERO_POINTS)] * oc, 0)
+    weights = b.tensor("w", [oc, k, k, c], np.int8, data=np.arange(oc * k * k * c) % 11 - 5, quant=w_quant)
+    bias = b.tensor("bias", [oc], np.int32, data=np.arange(oc), quant=([0.0005] * oc, [0] * oc, 0))
+    oh, ow = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    if rng.random() < 0.3:
+        oh, ow = rng.randint(0, 12), rng.randint(0, 12)
+    y_quant = quant()
+    y = b.tensor("y", [1, oh, ow, oc], np.int8, quant=y_quant)
+    b.op("CONV_2D", [x, weights, bias], [y], options=("Conv2DOptions", {
+        "padding": padding, "stride_h": stride, "stride_w": stride,
+        "fused_activation_function": rng.choice(("NONE", "RELU", "RELU6"))}))
+    window, pool_stride = rng.randint(1, 4), rng.choice((0, 1, 2, 2, 3))
+    ph, pw = out_size(oh, window, pool_stride, "VALID"), out_size(ow, window, pool_stride, "VALID")
+    if rng.random() < 0.3:
+        ph, pw = rng.randint(0, 6), rng.randint(0, 6)
+    pooled = b.tensor("pooled", [1, ph, pw, oc], np.int8, quant=y_quant if rng.random() < 0.8 else quant())
+    b.op(rng.choice(("MAX_POOL_2D", "AVERAGE_POOL_2D")), [y], [pooled], options=("Pool2DOptions", {
+        "padding": "VALID", "stride_h": pool_stride, "stride_w": pool_stride,
+        "filter_height": window, "filter_width": window}))
+    return b.serialize(inputs=[x], outputs=[pooled])
+
+
 def zoo_files(models_dir: str) -> list:
     return sorted(os.path.join(models_dir, f) for f in os.listdir(models_dir) if f.endswith((".tflite", ".onnx")))
 

@@ -143,6 +143,27 @@ def short_weights_tflite(tmp_path):
     return str(path)
 
 
+def _pool_model(path, in_shape, out_shape, window):
+    b = TFLiteBuilder()
+    x = b.tensor("x", in_shape, np.int8, quant=(0.05, 0))
+    y = b.tensor("y", out_shape, np.int8, quant=(0.05, 0))
+    b.op("MAX_POOL_2D", [x], [y], options=("Pool2DOptions", {
+        "padding": "VALID", "stride_h": 1, "stride_w": 1, "filter_height": window, "filter_width": window}))
+    b.save(path, inputs=[x], outputs=[y])
+    return str(path)
+
+
+@pytest.fixture
+def empty_tensor_tflite(tmp_path):
+    return _pool_model(tmp_path / "empty_tensor.tflite", [1, 4, 4, 3], [1, 0, 0, 3], 5)
+
+
+@pytest.fixture
+def window_larger_than_input_tflite(tmp_path):
+    """Declared shapes are fine; the output TVM infers for a 5x5 window on a 4x4 input is empty."""
+    return _pool_model(tmp_path / "big_window.tflite", [1, 4, 4, 3], [1, 1, 1, 3], 5)
+
+
 @pytest.fixture
 def int16_tflite(tmp_path):
     return _conv_model(tmp_path / "int16.tflite", act_dtype=np.int16, act_quant=(0.001, 0))
@@ -184,6 +205,9 @@ def uint8_qdq_onnx(tmp_path):
     ("empty_tflite", ModelFileError, "not a TFLite flatbuffer"),
     ("bad_tensor_index_tflite", ModelFileError, "operator #0 input refers to #7, but there are 2"),
     ("short_weights_tflite", ModelFileError, "tensor #1 'c' has 8 data bytes but its shape [1, 4] needs 16"),
+    ("empty_tensor_tflite", UnsupportedModelError, "tensor #1 'y' is empty (shape [1, 0, 0, 3])"),
+    ("window_larger_than_input_tflite", UnsupportedModelError,
+     "relax.nn.max_pool2d produces a tensor of shape [1, 0, 0, 3] (empty or dynamic)"),
     ("int16_tflite", UnsupportedModelError, "int16 tensor 'x'"),
     ("weight_axis_tflite", UnsupportedModelError, "tensor 'w' is quantized per-axis on axis 3; expected axis 0"),
     ("two_subgraph_tflite", UnsupportedModelError, "2 subgraphs"),

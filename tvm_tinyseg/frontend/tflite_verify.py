@@ -34,8 +34,8 @@ class _Broken(Exception):
     """A structural violation; ``verify_tflite`` adds the file name."""
 
 
-class _TooLarge(Exception):
-    """A well-formed tensor the generated code cannot index."""
+class _Unsupported(Exception):
+    """A well-formed tensor the generated code cannot hold (empty, or too large to index)."""
 
 
 class _Table:
@@ -141,13 +141,15 @@ def _verify_tensor(tensor, buffers, i):
     tensor.vector(TENSOR_SIGNATURE, "i4", f"{what} shape signature")
     if len(shape) > MAX_RANK or np.any(shape < 0):
         raise _Broken(f"{what} has an invalid shape {shape.tolist()}")
+    if np.any(shape == 0):
+        raise _Unsupported(f"{what} is empty (shape {shape.tolist()}); the generated code needs non-empty tensors")
     tensor_type = tensor.scalar(TENSOR_TYPE, "b")
     buffer_index = tensor.scalar(TENSOR_BUFFER, "I")
     _check_index(buffer_index, len(buffers), f"{what} buffer")
     itemsize = TENSOR_TYPE_BYTES.get(tensor_type)
     nbytes = int(np.prod(shape.astype(np.int64))) * (itemsize or 1)
     if nbytes > MAX_TENSOR_BYTES:
-        raise _TooLarge(f"{what} has {nbytes} bytes; tensors are limited to 2 GiB")
+        raise _Unsupported(f"{what} has {nbytes} bytes; tensors are limited to 2 GiB")
     data = buffers[buffer_index].vector(BUFFER_DATA, "u1", f"buffer #{buffer_index} data")
     if len(data) and itemsize and len(data) != nbytes:
         raise _Broken(f"{what} has {len(data)} data bytes but its shape {shape.tolist()} needs {nbytes}")
@@ -214,5 +216,5 @@ def verify_tflite(path: str, data: bytes) -> int:
         return len(subgraphs)
     except _Broken as err:
         raise ModelFileError(f"{path}: malformed TFLite flatbuffer: {err}") from None
-    except _TooLarge as err:
+    except _Unsupported as err:
         raise UnsupportedModelError(f"{path}: {err}") from None
