@@ -76,7 +76,7 @@ def test_release_build_has_no_guards(compiled_zoo):
 def test_write_outside_the_arena_is_caught(statement, compiled_zoo, tmp_path):
     result, out_dir, _ = compiled_zoo.get(SMALL)
     exe = _debug_build(out_dir, tmp_path / "debug", _after_step(3, statement))
-    with pytest.raises(TinySegError, match=f"status={ERR_ARENA_CANARY} "):
+    with pytest.raises(TinySegError, match=rf"failed with status {ERR_ARENA_CANARY}\b"):
         host.run(str(tmp_path / "debug"), _input(result), exe)
 
 
@@ -100,7 +100,7 @@ def test_kernel_writing_past_its_output_into_a_live_buffer_is_caught(compiled_zo
     step, offset = _overrun_into_live_buffer(result)
     patch = _after_step(step, f"tinyseg_arena[{offset}] ^= 0x5a;")
     exe = _debug_build(out_dir, tmp_path / "debug", patch)
-    with pytest.raises(TinySegError, match=f"status={ERR_BUFFER_CLOBBERED} "):
+    with pytest.raises(TinySegError, match=rf"failed with status {ERR_BUFFER_CLOBBERED}\b"):
         host.run(str(tmp_path / "debug"), _input(result), exe)
     # Without the debug checks the same corruption passes silently: the reason they exist.
     release = _debug_build(out_dir, tmp_path / "release", patch, flags=[])
