@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc g++ make gcc-arm-none-eabi libnewlib-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
-              gcc-avr avr-libc simavr libsimavr-dev arduino-core-avr arduino-builder)
+              gcc-avr avr-libc simavr libsimavr-dev arduino-core-avr arduino-builder
+              valgrind)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -81,11 +81,12 @@ class TFLiteBuilder:
         self._ops = []         # (opcode index, inputs, outputs, options or None)
 
     # ---- graph construction ------------------------------------------------------------
-    def tensor(self, name, shape, dtype=np.float32, data=None, quant=None):
+    def tensor(self, name, shape, dtype=np.float32, data=None, quant=None, shape_signature=None):
         """Add a tensor and return its index.
 
         ``data`` makes it a constant; ``quant`` is ``(scale, zero_point)`` for per-tensor or
-        ``(scales, zero_points, axis)`` for per-axis quantization.
+        ``(scales, zero_points, axis)`` for per-axis quantization; ``shape_signature`` (-1 for a
+        dynamic dimension) is written beside the shape when given.
         """
         dtype = np.dtype(dtype)
         if dtype not in _TENSOR_TYPES:
@@ -99,7 +100,8 @@ class TFLiteBuilder:
                                  f"shape {shape} needs {int(np.prod(shape))}")
             self._buffers.append(array.tobytes())
             buffer = len(self._buffers) - 1
-        self._tensors.append((name, shape, _TENSOR_TYPES[dtype], buffer, self._quant(quant)))
+        signature = None if shape_signature is None else [int(s) for s in shape_signature]
+        self._tensors.append((name, shape, _TENSOR_TYPES[dtype], buffer, self._quant(quant), signature))
         return len(self._tensors) - 1
 
     @staticmethod
@@ -134,8 +136,9 @@ class TFLiteBuilder:
                           [int(o) for o in outputs], options))
 
     # ---- serialization -----------------------------------------------------------------
-    def serialize(self, inputs, outputs):
-        """The model as .tflite bytes, with the given tensor indices as subgraph inputs/outputs."""
+    def serialize(self, inputs, outputs, subgraphs=1):
+        """The model as .tflite bytes, with the given tensor indices as subgraph inputs/outputs.
+        ``subgraphs`` > 1 repeats the subgraph (a model with several subgraphs, for error tests)."""
         fb = flatbuffers.Builder(1024)
         model, subgraph, operator_code = (_schema(n) for n in ("Model", "SubGraph", "OperatorCode"))
 
@@ -166,7 +169,7 @@ class TFLiteBuilder:
             opcodes.append(operator_code.OperatorCodeEnd(fb))
 
         opcode_vec = _offset_vector(fb, model.ModelStartOperatorCodesVector, opcodes)
-        subgraph_vec = _offset_vector(fb, model.ModelStartSubgraphsVector, [subgraph_offset])
+        subgraph_vec = _offset_vector(fb, model.ModelStartSubgraphsVector, [subgraph_offset] * subgraphs)
         buffer_vec = _offset_vector(fb, model.ModelStartBuffersVector, buffers)
         description = fb.CreateString(self.description)
         model.ModelStart(fb)
@@ -178,9 +181,9 @@ class TFLiteBuilder:
         fb.Finish(model.ModelEnd(fb), file_identifier=b"TFL3")
         return bytes(fb.Output())
 
-    def save(self, path, inputs, outputs):
+    def save(self, path, inputs, outputs, subgraphs=1):
         """Serialize to ``path``; returns the bytes written."""
-        data = self.serialize(inputs, outputs)
+        data = self.serialize(inputs, outputs, subgraphs)
         with open(path, "wb") as f:
             f.write(data)
         return data
@@ -200,10 +203,12 @@ class TFLiteBuilder:
         return buffer.BufferEnd(fb)
 
     @staticmethod
-    def _write_tensor(fb, name, shape, tensor_type, buffer_index, quant):
+    def _write_tensor(fb, name, shape, tensor_type, buffer_index, quant, signature):
         tensor, qparams = _schema("Tensor"), _schema("QuantizationParameters")
         name_offset = fb.CreateString(name)
         shape_vec = _int32_vector(fb, tensor.TensorStartShapeVector, shape)
+        signature_vec = None if signature is None else _int32_vector(fb, tensor.TensorStartShapeSignatureVector,
+                                                                     signature)
         quant_offset = None
         if quant is not None:
             scales, zero_points, axis = quant
@@ -223,6 +228,8 @@ class TFLiteBuilder:
         tensor.TensorAddName(fb, name_offset)
         if quant_offset is not None:
             tensor.TensorAddQuantization(fb, quant_offset)
+        if signature_vec is not None:
+            tensor.TensorAddShapeSignature(fb, signature_vec)
         return tensor.TensorEnd(fb)
 
     @staticmethod

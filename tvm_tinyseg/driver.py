@@ -234,7 +234,10 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
         raise UnsupportedModelError(
             f"{path}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
             "only single-input, single-output models are supported")
-    mod, table, kernels, plan = _plan_within_budget(model, options)
+    try:
+        mod, table, kernels, plan = _plan_within_budget(model, options)
+    except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
+        raise UnsupportedModelError(f"{path}: {err}") from None
     storage_plan = plan_arena(storage_buffers(table), options.planner)
     result = CompileResult(model, mod, table, kernels, plan, storage_plan, options, mcpu=mcpu)
     result.files = {

@@ -30,6 +30,58 @@ STREAM_READER = [
 ]
 VALUES_PER_LINE = 24
 
+# Debug builds (-DTINYSEG_DEBUG_CANARIES): guard bytes around the arena, and a checksum of every
+# buffer live at a step other than the step's output, taken before the step and compared after it.
+# A kernel (or storage backend) writing out of bounds makes tinyseg_run return
+# TINYSEG_ERR_ARENA_CANARY or TINYSEG_ERR_BUFFER_CLOBBERED instead of a silently wrong result.
+# Without the macro the preprocessor leaves the release code exactly as it was.
+CANARY_BYTES = 16  # keeps the arena 16-byte aligned inside its guarded allocation
+DEBUG_CHECKS = [
+    "#ifdef TINYSEG_DEBUG_CANARIES",
+    "#define TINYSEG_CANARY 0xA5u",
+    "",
+    "static void tinyseg_debug_arm(void) {",
+    "  memset(tinyseg_arena_guarded, TINYSEG_CANARY, TINYSEG_CANARY_BYTES);",
+    "  memset(tinyseg_arena + TINYSEG_ARENA_BYTES, TINYSEG_CANARY, TINYSEG_CANARY_BYTES);",
+    "}",
+    "",
+    "static int tinyseg_debug_canaries_intact(void) {",
+    "  for (uint32_t i = 0; i < TINYSEG_CANARY_BYTES; ++i) {",
+    "    if (tinyseg_arena_guarded[i] != TINYSEG_CANARY) return 0;",
+    "    if (tinyseg_arena[TINYSEG_ARENA_BYTES + i] != TINYSEG_CANARY) return 0;",
+    "  }",
+    "  return 1;",
+    "}",
+    "",
+    "/* FNV-1a over the bytes of the buffers live at `step`, except those of buffer `written` (the",
+    " * step's output, which may share bytes with an input whose rows it overwrites). */",
+    "static uint32_t tinyseg_debug_live_sum(int step, int written) {",
+    "  const int n = (int)(sizeof(tinyseg_debug_buffers) / sizeof(tinyseg_debug_buffers[0]));",
+    "  const uint32_t out_begin = written >= 0 ? tinyseg_debug_buffers[written].offset : 0u;",
+    "  const uint32_t out_end = written >= 0 ? out_begin + tinyseg_debug_buffers[written].nbytes : 0u;",
+    "  uint32_t hash = 2166136261u;",
+    "  for (int b = 0; b < n; ++b) {",
+    "    const tinyseg_debug_buffer_t *buf = &tinyseg_debug_buffers[b];",
+    "    if (b == written || step < buf->first || step > buf->last) continue;",
+    "    for (uint32_t at = buf->offset; at < buf->offset + buf->nbytes; ++at) {",
+    "      if (at < out_begin || at >= out_end) hash = (hash ^ tinyseg_arena[at]) * 16777619u;",
+    "    }",
+    "  }",
+    "  return hash;",
+    "}",
+    "",
+    "#define TINYSEG_DEBUG_BEFORE(step, written) \\",
+    "  const uint32_t tinyseg_live_sum_##step = tinyseg_debug_live_sum(step, written)",
+    "#define TINYSEG_DEBUG_AFTER(step, written) do { \\",
+    "    if (!tinyseg_debug_canaries_intact()) return TINYSEG_ERR_ARENA_CANARY; \\",
+    "    if (tinyseg_debug_live_sum(step, written) != tinyseg_live_sum_##step) return TINYSEG_ERR_BUFFER_CLOBBERED; \\",
+    "  } while (0)",
+    "#else",
+    "#define TINYSEG_DEBUG_BEFORE(step, written)",
+    "#define TINYSEG_DEBUG_AFTER(step, written)",
+    "#endif",
+]
+
 
 def workspace_buffer(step: int) -> str:
     return f"ws{step}"
@@ -124,10 +176,16 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
     if reads_storage and mapped_storage:
         calls += ["  uint8_t *tinyseg_storage = tinyseg_storage_map();",
                   "  if (tinyseg_storage == NULL) return TINYSEG_ERR_STORAGE_MAP;"]
+    guarded = [t for t in table.ram_tensors() if t.name in offsets]
+    guard_index = {t.name: i for i, t in enumerate(guarded)}
+    calls.append("#ifdef TINYSEG_DEBUG_CANARIES\n  tinyseg_debug_arm();\n#endif")
     for step in table.steps:
+        written = guard_index.get(step.output, -1)
+        calls.append(f"  TINYSEG_DEBUG_BEFORE({step.index}, {written});")
         calls.append(_step_call(table, step, pointer, offsets, storage_offsets, kernels))
         if reads_storage and not mapped_storage and _reads_storage(table, step):
             calls.append("  TINYSEG_TRY(tinyseg_stream_status);")
+        calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
     calls += [f"  if ((void *)output != (void *)({ARENA} + {out_off})) {{",
               f"    memcpy(output, {ARENA} + {out_off}, TINYSEG_OUTPUT_BYTES);",
               "  }"]
@@ -152,7 +210,7 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
               for i, c in enumerate(table.constants)]
     parts += [
         "",
-        f"static uint8_t {ARENA}[{max(arena_bytes, 16)}] __attribute__((aligned(16)));",
+        *_arena_definition(arena_bytes, guarded, offsets),
         "",
         "tinyseg_input_t *tinyseg_input_buffer(void) {",
         f"  return (tinyseg_input_t *)(void *)({ARENA} + {inp_off});",
@@ -169,6 +227,28 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         "",
     ]
     return "\n".join(parts)
+
+
+def _arena_definition(arena_bytes: int, guarded: list, offsets: dict) -> list:
+    """The static arena; in debug builds inside guard bytes, with the live-buffer table."""
+    size = max(arena_bytes, 16)
+    rows = [f"  {{{offsets[t.name]}u, {t.nbytes}u, {t.first}, {t.last}}},  /* {t.name} */" for t in guarded]
+    return [
+        "#ifdef TINYSEG_DEBUG_CANARIES",
+        f"#define TINYSEG_CANARY_BYTES {CANARY_BYTES}u",
+        f"static uint8_t {ARENA}_guarded[TINYSEG_CANARY_BYTES + {size}u + TINYSEG_CANARY_BYTES] "
+        "__attribute__((aligned(16)));",
+        f"#define {ARENA} ({ARENA}_guarded + TINYSEG_CANARY_BYTES)",
+        "typedef struct { uint32_t offset, nbytes; int first, last; } tinyseg_debug_buffer_t;",
+        "static const tinyseg_debug_buffer_t tinyseg_debug_buffers[] = {",
+        *rows,
+        "};",
+        "#else",
+        f"static uint8_t {ARENA}[{size}] __attribute__((aligned(16)));",
+        "#endif",
+        "",
+        *DEBUG_CHECKS,
+    ]
 
 
 def _step_call(table, step, pointer, offsets, storage_offsets, kernels) -> str:

@@ -1,7 +1,10 @@
 """Model frontends: a .tflite or .onnx file → validated Relax IRModule (``ImportedModel``)."""
 import os
 
-from tvm_tinyseg.errors import ModelFileError
+import tvm
+from tvm import relax
+
+from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
 from .model import ImportedModel, TensorInfo
 from .onnx_model import load_onnx
@@ -20,7 +23,29 @@ def load_model(path) -> ImportedModel:
     loader = _LOADERS.get(os.path.splitext(path)[1].lower())
     if loader is None:
         raise ModelFileError(f"{path}: unknown model format (expected .tflite or .onnx)")
-    return loader(path)
+    model = loader(path)
+    _check_static_nonempty_shapes(path, model.mod)
+    return model
+
+
+def _dim(d):
+    return int(d) if isinstance(d, tvm.tirx.IntImm) else str(d)
+
+
+def _check_static_nonempty_shapes(path, mod) -> None:
+    """Shapes the frontend inferred, not only those the file declares, must be static and
+    non-empty (e.g. a pooling window larger than its input infers an empty output)."""
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            ty = binding.var.ty
+            if not isinstance(ty, relax.TensorType) or ty.shape is None:
+                continue
+            dims = list(getattr(ty.shape, "values", []))
+            if not all(isinstance(d, tvm.tirx.IntImm) and int(d) > 0 for d in dims):
+                op = getattr(getattr(binding.value, "op", None), "name", type(binding.value).__name__)
+                raise UnsupportedModelError(
+                    f"{path}: {op} produces a tensor of shape {[_dim(d) for d in dims]} "
+                    "(empty or dynamic); check the model's windows, strides and input size")
 
 
 __all__ = ["ImportedModel", "TensorInfo", "load_model"]

@@ -1,4 +1,6 @@
 """Load and validate an .onnx model, then import it with TVM's Relax ONNX frontend."""
+import contextlib
+import io
 import os
 
 import onnx
@@ -25,7 +27,32 @@ def _value_info(path, value) -> TensorInfo:
     return TensorInfo(value.name, tuple(dims), _DTYPES.get(tensor_type.elem_type, f"onnx{tensor_type.elem_type}"))
 
 
+# ONNX models are compiled in float; int8 models come as .tflite (TVM's ONNX frontend keeps
+# QuantizeLinear/DequantizeLinear pairs the integer lowering does not recognise).
+QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                              "QLinearMatMul", "QLinearAdd", "QLinearMul", "ConvInteger", "MatMulInteger"})
+
+
+def _quantized_dtype(node, initializers) -> str:
+    """The integer type a quantization node works in (uint8 when no zero point is given)."""
+    zero_points = [initializers[n] for n in node.input[2:3] if n in initializers]
+    if zero_points:
+        return _DTYPES.get(zero_points[0].data_type, onnx.TensorProto.DataType.Name(zero_points[0].data_type).lower())
+    return "uint8"
+
+
+def _check_float_only(path, graph, initializers):
+    for i, node in enumerate(graph.node):
+        if node.op_type in QUANTIZATION_OPS:
+            raise UnsupportedModelError(
+                f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', "
+                f"{_quantized_dtype(node, initializers)}); compile float ONNX, or an int8 model as .tflite")
+
+
 def load_onnx(path: str) -> ImportedModel:
+    with open(path, "rb") as f:
+        if f.read(8)[4:8] == b"TFL3":
+            raise ModelFileError(f"{path}: a TFLite flatbuffer, not an ONNX model; name it .tflite")
     try:
         model = onnx.load(path)
         onnx.checker.check_model(model)
@@ -33,11 +60,12 @@ def load_onnx(path: str) -> ImportedModel:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: malformed ONNX model ({first})") from None
     graph = model.graph
-    initializers = {i.name for i in graph.initializer}
+    initializers = {i.name: i for i in graph.initializer}
     inputs = [_value_info(path, v) for v in graph.input if v.name not in initializers]
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),
                           _DTYPES.get(v.type.tensor_type.elem_type, "?")) for v in graph.output]
     ops = [node.op_type for node in graph.node]
+    _check_float_only(path, graph, initializers)
     known = _get_convert_map()
     for i, node in enumerate(graph.node):
         if node.op_type not in known:
@@ -46,7 +74,9 @@ def load_onnx(path: str) -> ImportedModel:
                 "TVM's ONNX frontend has no converter")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
     try:
-        mod = from_onnx(model, shape_dict={t.name: t.shape for t in inputs}, opset=opset, keep_params_in_input=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the frontend prints its failures as well as raising
+            mod = from_onnx(model, shape_dict={t.name: t.shape for t in inputs}, opset=opset,
+                            keep_params_in_input=False)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsupportedModelError(f"{path}: TVM's ONNX frontend could not import the model: {first}") from None

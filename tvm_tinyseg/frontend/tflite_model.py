@@ -9,6 +9,7 @@ from tvm.relax.frontend.tflite import tflite_frontend
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
 from .model import ImportedModel, TensorInfo
+from .tflite_verify import verify_tflite
 
 
 def _tflite(name):  # the tflite package's star-imports shadow generic names: import explicitly
@@ -58,19 +59,53 @@ def _tensor_info(subgraph, index) -> TensorInfo:
     return TensorInfo(t.Name().decode(), tuple(int(s) for s in t.ShapeAsNumpy()), dtype)
 
 
-def _check_quantization(path, model, subgraph, ops):
+# Per-axis (per-channel) quantization is supported on the axis TFLite quantizes weights and biases
+# along: the output channels. {op: {input position: axis}}
+PER_AXIS_INPUTS = {"CONV_2D": {1: 0, 2: 0}, "DEPTHWISE_CONV_2D": {1: 3, 2: 0}, "TRANSPOSE_CONV": {1: 0, 3: 0}}
+
+
+def _per_axis(subgraph, index):
+    quant = subgraph.Tensors(index).Quantization()
+    if quant is None or quant.ScaleLength() <= 1:
+        return None
+    return quant.QuantizedDimension()
+
+
+def _check_quantization(path, subgraph, ops):
+    """int8 only, per-axis only on weights/biases along the output channels, int8 ops only."""
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
         outputs = [_tensor_info(subgraph, j) for j in op.OutputsAsNumpy()]
-        for out in outputs:
-            if out.dtype in ("uint8", "int16"):
+        inputs = [int(j) for j in op.InputsAsNumpy()]
+        for position, index in enumerate(inputs + [int(j) for j in op.OutputsAsNumpy()]):
+            if index < 0:
+                continue
+            tensor = _tensor_info(subgraph, index)
+            if tensor.dtype in ("uint8", "int16"):
                 raise UnsupportedModelError(
-                    f"{path}: {op_name} (operator #{i}) produces {out.dtype} tensor '{out.name}'; "
+                    f"{path}: {op_name} (operator #{i}) uses {tensor.dtype} tensor '{tensor.name}'; "
                     "only int8 (or float32) quantization is supported")
+            axis = _per_axis(subgraph, index)
+            allowed = PER_AXIS_INPUTS.get(op_name, {}).get(position) if position < len(inputs) else None
+            if axis is not None and axis != allowed:
+                expected = "per-tensor quantization" if allowed is None else f"axis {allowed} (output channels)"
+                raise UnsupportedModelError(
+                    f"{path}: {op_name} (operator #{i}) tensor '{tensor.name}' is quantized per-axis on axis "
+                    f"{axis}; expected {expected}")
         if any(o.dtype == "int8" for o in outputs) and op_name not in SUPPORTED_INT8_OPS:
             raise UnsupportedModelError(
                 f"{path}: unsupported op {op_name} (operator #{i}, output '{outputs[0].name}'); "
                 f"supported int8 ops: {', '.join(sorted(SUPPORTED_INT8_OPS))}")
+
+
+def _check_static_inputs(path, subgraph):
+    for i in subgraph.InputsAsNumpy():
+        tensor = subgraph.Tensors(int(i))
+        signature = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else np.zeros(0)
+        if np.any(signature < 0):
+            raise UnsupportedModelError(
+                f"{path}: input '{tensor.Name().decode()}' has a dynamic shape {signature.tolist()} "
+                "(-1 = any size); re-export the model with a fixed input size")
 
 
 def load_tflite(path: str) -> ImportedModel:
@@ -78,22 +113,16 @@ def load_tflite(path: str) -> ImportedModel:
         data = f.read()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelFileError(f"{path}: not a TFLite flatbuffer (file identifier 'TFL3' missing)")
-    try:
-        model = _tflite("Model").Model.GetRootAsModel(data, 0)
-        n_subgraphs = model.SubgraphsLength()
-        subgraph = model.Subgraphs(0)
-        ops = _op_names(model, subgraph)
-        inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
-        outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
-        signatures = [subgraph.Tensors(int(i)).ShapeSignatureAsNumpy() for i in subgraph.InputsAsNumpy()
-                      if subgraph.Tensors(int(i)).ShapeSignatureLength()]
-    except Exception as err:  # the flatbuffer parser raises anything from struct.error to IndexError
-        raise ModelFileError(f"{path}: malformed TFLite flatbuffer ({type(err).__name__}: {err})") from None
+    n_subgraphs = verify_tflite(path, data)  # every read below stays inside the file
     if n_subgraphs != 1:
         raise UnsupportedModelError(f"{path}: {n_subgraphs} subgraphs; only single-subgraph models are supported")
-    if any(np.any(np.asarray(s) < 0) for s in signatures):
-        raise UnsupportedModelError(f"{path}: dynamic input shape; re-export the model with a fixed input size")
-    _check_quantization(path, model, subgraph, ops)
+    model = _tflite("Model").Model.GetRootAsModel(data, 0)
+    subgraph = model.Subgraphs(0)
+    ops = _op_names(model, subgraph)
+    inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
+    outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
+    _check_static_inputs(path, subgraph)
+    _check_quantization(path, subgraph, ops)
     try:
         mod = tflite_frontend.from_tflite(model, op_converter=_OperatorConverter)
     except tvm.error.OpNotImplemented as err:

@@ -31,6 +31,8 @@ RUN_FAILURES = {
     4: "the remote storage link failed or the server stopped answering",
     5: "data fetched from storage failed its checksum",
     6: "the storage server refused a request",
+    16: "debug build: a step wrote outside the arena (its guard bytes changed)",
+    17: "debug build: a step overwrote a buffer that was live across it",
 }
 
 

@@ -13,6 +13,9 @@
 #define TINYSEG_ERR_STORAGE_LINK 4     /* remote storage: the link failed or the server did not answer in time */
 #define TINYSEG_ERR_STORAGE_CHECKSUM 5 /* remote storage: frames kept failing their CRC after the retries */
 #define TINYSEG_ERR_STORAGE_REFUSED 6  /* remote storage: the server refused (out of range, no session, too big) */
+/* Debug builds (-DTINYSEG_DEBUG_CANARIES) only: a step wrote outside its output. */
+#define TINYSEG_ERR_ARENA_CANARY 16      /* the guard bytes before or after the arena changed */
+#define TINYSEG_ERR_BUFFER_CLOBBERED 17  /* a buffer live across the step (not its output) changed */
 
 int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes);
 int tinyseg_storage_read(uint32_t offset, void *dst, uint32_t nbytes);
