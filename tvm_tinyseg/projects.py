@@ -69,7 +69,7 @@ def exporter(kind: str):
     return exporters[kind]
 
 
-def _copy(src_dir: str, names, dst_dir: str) -> None:
+def copy_files(src_dir: str, names, dst_dir: str) -> None:
     os.makedirs(dst_dir, exist_ok=True)
     for name in names:
         shutil.copy(os.path.join(src_dir, name), os.path.join(dst_dir, name))
@@ -98,8 +98,8 @@ def export_qemu_cortex_m(model_dir: str, ram_budget: int = None) -> None:
                            f"(supported: {', '.join(QEMU_BACKENDS)})")
     budget = ram_budget if ram_budget is not None and ram_budget > 0 else qemu_default_ram_budget(report)
     runtime_sources, template_sources = QEMU_BACKENDS[storage]
-    _copy(template_dir("qemu_cortex_m"), QEMU_TEMPLATE_FILES + tuple(template_sources), model_dir)
-    _copy(RUNTIME_DIR, runtime_sources + runtime_headers(), model_dir)
+    copy_files(template_dir("qemu_cortex_m"), QEMU_TEMPLATE_FILES + tuple(template_sources), model_dir)
+    copy_files(RUNTIME_DIR, runtime_sources + runtime_headers(), model_dir)
     serial = f"SERIAL ?= tcp:127.0.0.1:{QEMU_STORAGE_PORT},nodelay=on\n" if storage == "uart" else ""
     _write(os.path.join(model_dir, "project.mk"),
            f"# Written by tinyseg for {report['model']} ({storage} storage).\n"
@@ -169,10 +169,10 @@ def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
     runtime_sources, template_sources, config = _zephyr_backend(report, model_dir)
     template = template_dir("zephyr")
     src = os.path.join(model_dir, "src")
-    _copy(template, ["CMakeLists.txt"], model_dir)
-    _copy(os.path.join(template, "src"), ["main.c", *template_sources], src)
-    _copy(model_dir, ZEPHYR_MODEL_FILES, src)
-    _copy(RUNTIME_DIR, runtime_sources + runtime_headers(), src)
+    copy_files(template, ["CMakeLists.txt"], model_dir)
+    copy_files(os.path.join(template, "src"), ["main.c", *template_sources], src)
+    copy_files(model_dir, ZEPHYR_MODEL_FILES, src)
+    copy_files(RUNTIME_DIR, runtime_sources + runtime_headers(), src)
     with open(os.path.join(template, "prj.conf")) as f:
         _write(os.path.join(model_dir, "prj.conf"), f.read() + config)
     _write(os.path.join(model_dir, "README.md"), _zephyr_readme(report, (runtime_sources + template_sources)[0]))

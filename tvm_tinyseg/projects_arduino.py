@@ -11,12 +11,11 @@ runtime/storage_remote.c over TinySegModel/src/tinyseg_link_serial.cpp). A model
 nothing gets the (empty) in-memory pool. Everything is copied: the directory builds without this
 package, with the Arduino IDE or ``arduino-builder`` (see platforms/avr.py).
 """
-import json
 import os
-import shutil
 
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
+from tvm_tinyseg.projects import copy_files, memory_report
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 RUNTIME_DIR = os.path.join(PACKAGE_DIR, "codegen", "runtime")
@@ -28,14 +27,6 @@ LIBRARY_TEMPLATE_FILES = ("TinySegModel.h", "tinyseg_link_serial.cpp")
 MODEL_FILES = ("tinyseg_model.c", "tinyseg_model.h", "tinyseg_arith.h", "tinyseg_storage.h")
 REMOTE_BACKEND = ("storage_remote.c", "tinyseg_link.h")
 MEMORY_BACKEND = ("storage_buffer.c", "tinyseg_backend.h")
-
-
-def _memory_report(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "memory.json")
-    if not os.path.isfile(path):
-        raise TinySegError(f"{model_dir}: not a compiled model directory (no memory.json; run 'tinyseg compile')")
-    with open(path) as f:
-        return json.load(f)
 
 
 def storage_backend(report: dict, model_dir: str = "") -> tuple:
@@ -50,12 +41,6 @@ def storage_backend(report: dict, model_dir: str = "") -> tuple:
                        "storage, which an AVR board does not have)")
 
 
-def _copy(src_dir: str, names, dst_dir: str) -> None:
-    os.makedirs(dst_dir, exist_ok=True)
-    for name in names:
-        shutil.copy(os.path.join(src_dir, name), os.path.join(dst_dir, name))
-
-
 def library_dir(model_dir: str) -> str:
     return os.path.join(model_dir, "libraries", LIBRARY)
 
@@ -68,17 +53,17 @@ def export_arduino(model_dir: str, ram_budget: int = None) -> None:
     """Write the sketch and the model library into ``model_dir``. ``ram_budget`` is not used: the
     board's SRAM is fixed, and the build reports what is left of it."""
     del ram_budget
-    report = _memory_report(model_dir)
+    report = memory_report(model_dir)
     backend = storage_backend(report, model_dir)
     library = library_dir(model_dir)
     src = os.path.join(library, "src")
-    _copy(os.path.join(TEMPLATE_DIR, LIBRARY), ["library.properties"], library)
-    _copy(os.path.join(TEMPLATE_DIR, LIBRARY, "src"), LIBRARY_TEMPLATE_FILES, src)
-    _copy(model_dir, MODEL_FILES, src)
-    _copy(RUNTIME_DIR, backend, src)
+    copy_files(os.path.join(TEMPLATE_DIR, LIBRARY), ["library.properties"], library)
+    copy_files(os.path.join(TEMPLATE_DIR, LIBRARY, "src"), LIBRARY_TEMPLATE_FILES, src)
+    copy_files(model_dir, MODEL_FILES, src)
+    copy_files(RUNTIME_DIR, backend, src)
     if backend == MEMORY_BACKEND:  # no link: nothing is spilled
         os.remove(os.path.join(src, "tinyseg_link_serial.cpp"))
-    _copy(os.path.join(TEMPLATE_DIR, SKETCH), [SKETCH + ".ino"], os.path.join(model_dir, SKETCH))
+    copy_files(os.path.join(TEMPLATE_DIR, SKETCH), [SKETCH + ".ino"], os.path.join(model_dir, SKETCH))
     with open(os.path.join(model_dir, "README.md"), "w") as f:
         f.write(_readme(report, backend))
 
