@@ -1,6 +1,7 @@
 """The ``tinyseg`` console script: compile, run, demo."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -40,15 +41,28 @@ def test_run_on_a_directory_that_was_not_compiled(tmp_path):
     assert proc.returncode == 1 and "not a compiled model directory" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(tmp_path):
+    from tvm_tinyseg.cli import DEMO_BOARD_RAM
+    from tvm_tinyseg.platforms import qemu
+
     proc = run_tinyseg("demo", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    rows = {line[:20].strip(): line[20:].split() for line in proc.stdout.strip().splitlines()[1:]}
+    host_part, _, board_part = proc.stdout.partition("\nQEMU mps2-an500")
+    rows = {line[:20].strip(): line[20:].split() for line in host_part.strip().splitlines()[1:]}
     assert int(rows["TFLite Micro"][0]) == 508_744
     assert int(rows["without TinySeg"][0]) > int(rows["TinySeg, no budget"][0]) > int(rows["TinySeg min, mmap"][0])
     assert int(rows["TinySeg min, file"][2]) > 0  # bytes really went through the storage file
     assert all(cells[-1] == "identical" for label, cells in rows.items() if label != "TFLite Micro")
     assert json.loads((tmp_path / "tinyseg_min_mmap" / "memory.json").read_text())["spilled"]
+    if not qemu.available():
+        assert "QEMU board: skipped" in proc.stdout
+        return
+    board = {line[:20].strip(): line[20:] for line in board_part.strip().splitlines()[2:]}
+    assert re.search(r"does not link: region `RAM' overflowed by \d+ bytes", board["without TinySeg"])
+    for storage in ("mmap", "file", "uart"):  # the firmware fits the board, moves bytes, matches TFLM
+        ram, instructions, moved, verdict = board[f"TinySeg, {storage}"].split()
+        assert int(ram) <= DEMO_BOARD_RAM and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
 
 def test_analyze_prints_the_peak_step_and_plots_the_arena(tmp_path):
     from tvm_tinyseg.driver import compile_model
@@ -122,8 +136,8 @@ BAD_COMPILE_OPTIONS = [  # (arguments after 'compile SMALL -o DIR', what the one
     (["--ram-budget=-5K"], "invalid size '-5K'"),
     (["--ram-budget", "1.5K"], "invalid size '1.5K'"),
     (["--storage", "tape"], "invalid choice: 'tape'"),
-    (["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 16384 B"),
-    (["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 16384 B"),
+    (["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 10240 B"),
+    (["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 10240 B"),
     (["--ram-budget", "100K", "--pass-config", "tinyseg.ram_budget=200K"],
      "--ram-budget 102400 conflicts with --pass-config tinyseg.ram_budget=204800"),
     (["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),
