@@ -88,10 +88,9 @@ class _Rewriter(relax.PyExprMutator):
             self.spill_after.setdefault(s.after, []).append(s)
             self.fetch_at.setdefault(s.until, []).append(s)
         self.var_of = {}  # tensor name -> new relax Var (for the spilled tensors)
-        self.spilled_names = {s.tensor for s in spills}
+        self.spill_of = {s.tensor: s for s in spills}
         self.name_of_step_output = {step.index: step.output for step in table.steps}
         self.stored, self.fetched, self.kept = {}, {}, {}  # tensor name -> var
-        self.partial = {s.tensor: s.rows for s in spills if s.rows}
         self.copy_kernels = {}
         self.step = -1
 
@@ -135,11 +134,11 @@ class _Rewriter(relax.PyExprMutator):
         replaced = [self.fetched.get(name_of.get(a), a) if isinstance(a, relax.Var) else a for a in args]
         in_place_reads = [a for a, r in zip(args, replaced) if r is not a and self.in_place]
         if in_place_reads:
-            new_var = self._emit(binding.var, self._fused_read(consumer, args, replaced, kernel))
+            new_var = self._emit(binding.var, self._fused_read(consumer, args, replaced, kernel, name_of))
         else:
             new_var = self._emit(binding.var, relax.call_tir(kernel, relax.Tuple(replaced), consumer.ty))
         self.set_var_remap(binding.var, new_var)
-        if self.name_of_step_output[self.step] in self.spilled_names:
+        if self.name_of_step_output[self.step] in self.spill_of:
             self.var_of[self.name_of_step_output[self.step]] = new_var
         for spill in self.spill_after.get(self.step, []):
             source = self.var_of[spill.tensor]
@@ -155,16 +154,16 @@ class _Rewriter(relax.PyExprMutator):
                     relax.call_tir(self._kernel(source.ty, op, _copy_kernel, (start, stop)), relax.Tuple([source]),
                                    self._part_type(source.ty, start, stop)), name_hint=spill.tensor + suffix)
 
-    def _fused_read(self, consumer, args, replaced, kernel):
-        """Group an identity fetch of each stored input with the consumer: after FuseTIR and
-        MCUSchedule the consumer kernel reads the stored tensor in place."""
+    def _fused_read(self, consumer, args, replaced, kernel, name_of):
+        """Group an identity fetch of each stored input (joined with its kept rows for a partial
+        spill) with the consumer: after FuseTIR and MCUSchedule the consumer kernel reads the
+        stored tensor in place."""
         op = self.fused_op
-        name_of = {v: name for name, v in self.var_of.items()}
         fetches = []
         for original, stored in zip(args, replaced):
             if stored is original:
                 continue
-            rows = self.partial.get(name_of.get(original))
+            rows = self.spill_of[name_of[original]].rows
             if rows:
                 kept = self.kept[name_of[original]]
                 read = relax.call_tir(self._kernel(original.ty, op, _join_kernel, rows),
