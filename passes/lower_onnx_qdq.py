@@ -145,6 +145,8 @@ class _Lowerer(relax.PyExprMutator):
     def _dequantized(self, expr, what: str):
         """``dequantize(src)`` → (src rewritten, its _QParams)."""
         value = self._float_producer(expr)
+        if value is None:
+            raise UnsupportedModelError(f"{what} is the float model input '{expr.name}' (not quantized)")
         if not _is(value, "dequantize"):
             raise UnsupportedModelError(f"{what} is {_op_name(value)}, expected a DequantizeLinear of int8")
         source = value.args[0]

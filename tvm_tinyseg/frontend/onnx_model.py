@@ -11,6 +11,7 @@ from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR
 
 from .model import ImportedModel, TensorInfo
+from .onnx_qoperator import is_qoperator, qoperator_to_qdq
 
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
            onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
@@ -28,8 +29,8 @@ def _value_info(path, value) -> TensorInfo:
     return TensorInfo(value.name, tuple(dims), _DTYPES.get(tensor_type.elem_type, f"onnx{tensor_type.elem_type}"))
 
 
-# int8 ONNX comes in QDQ form (QuantizeLinear/DequantizeLinear around float ops), lowered with
-# ONNX's QLinear arithmetic by passes/lower_onnx_qdq.py. Other quantized forms are refused.
+# int8 ONNX comes in QDQ form (QuantizeLinear/DequantizeLinear around float ops; QOperator models
+# are rewritten into it first), lowered with ONNX's QLinear arithmetic by passes/lower_onnx_qdq.py.
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 QUANTIZATION_OPS = frozenset({"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                               "QLinearConcat", "QLinearSigmoid", "ConvInteger", "MatMulInteger"})
@@ -74,6 +75,11 @@ def load_onnx(path: str) -> ImportedModel:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: malformed ONNX model ({first})") from None
+    if is_qoperator(model):
+        try:
+            model = qoperator_to_qdq(model)
+        except UnsupportedModelError as err:
+            raise UnsupportedModelError(f"{path}: {err}") from None
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     inputs = [_value_info(path, v) for v in graph.input if v.name not in initializers]

@@ -1,0 +1,127 @@
+"""int8 ONNX from onnxruntime's quantizer (per-channel int8 weights, int8 activations) compiled to
+C with ONNX's QLinear arithmetic, checked against onnxruntime on seeded inputs.
+
+Residual differences to onnxruntime, per op, in output LSB (docs/onnx-int8.md says why they are 0
+and when they could not be): QuantizeLinear, QLinearConv/Conv, ConvTranspose, Add, Concat (with
+requantized inputs), MaxPool, Resize nearest, Sigmoid and DequantizeLinear all match exactly.
+"""
+import os
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import SEEDS
+from onnx_int8_net import INPUT_SHAPE, float_unet, quantized_unet
+from tvm_tinyseg.driver import compile_model
+from tvm_tinyseg.errors import UnsupportedModelError
+from tvm_tinyseg.passes.int8 import onnx_qlinear
+from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
+from tvm_tinyseg.platforms import host
+
+RESIDUAL_LSB = {op: 0 for op in ("QuantizeLinear", "Conv", "ConvTranspose", "Add", "Concat", "MaxPool", "Resize",
+                                 "Sigmoid", "DequantizeLinear")}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx_int8")
+    float_path = root / "unet.onnx"
+    onnx.save(float_unet(seed=0), str(float_path))
+    return {form: str(quantized_unet(float_path, root / f"unet_{form.lower()}.onnx", form))
+            for form in ("QDQ", "QOperator")}
+
+
+def _output_quantization(path):
+    """(scale, zero point) of the DequantizeLinear producing the model output."""
+    model = onnx.load(path)
+    (node,) = [n for n in model.graph.node if n.output[0] == model.graph.output[0].name]
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return np.float32(values[node.input[1]]), int(values[node.input[2]])
+
+
+def _check_against_onnxruntime(path, out_dir, **options):
+    result = compile_model(path, out_dir, **options)
+    exe = host.build(out_dir)
+    session = onnxruntime.InferenceSession(path)
+    scale, zero_point = _output_quantization(path)
+    for seed in SEEDS:
+        x = np.random.default_rng(seed).standard_normal(INPUT_SHAPE).astype(np.float32)
+        expected = session.run(None, {"x": x})[0]
+        got = host.run(out_dir, x, exe)
+        assert got.shape == expected.shape and got.dtype == expected.dtype == np.float32
+        codes = [np.rint(v / scale).astype(np.int64) + zero_point for v in (got, expected)]
+        assert len(np.unique(codes[1])) > 32, "degenerate reference output: the check would prove little"
+        lsb = int(np.abs(codes[0] - codes[1]).max())
+        assert lsb <= max(RESIDUAL_LSB.values()), f"seed {seed}: outputs differ by up to {lsb} LSB"
+        # DequantizeLinear as onnxruntime computes it: the float outputs are identical too
+        assert np.array_equal(got, expected)
+    return result
+
+
+@pytest.mark.parametrize("budget", [None, SMALLEST_FEASIBLE], ids=["no_budget", "ram_budget_min"])
+def test_qdq_unet_matches_onnxruntime(models, tmp_path, budget):
+    result = _check_against_onnxruntime(models["QDQ"], str(tmp_path / "c"), ram_budget=budget)
+    kernels = " ".join(k.name_hint for k in result.mod.functions)
+    for kernel in ("qquantize", "qlinear_conv", "qlinear_add", "qlinear_conv_transpose", "qresize_nearest",
+                   "qrequantize", "qlinear_sigmoid", "max_pool2d", "qdequantize"):
+        assert kernel in kernels
+    # int8 weights dominate: float32 scales and int32 biases are per channel only
+    int8_bytes = sum(c.nbytes for c in result.table.constants if c.dtype == np.int8)
+    assert int8_bytes > 0.5 * result.table.weight_bytes()
+    if budget == SMALLEST_FEASIBLE:
+        assert result.memory_report["spilled"], "the smallest arena should need a spill"
+
+
+def _qdq_unary(op, in_scale, in_zp, out_scale, out_zp):
+    """x → QuantizeLinear → DequantizeLinear → op → QuantizeLinear (int8 output) over 256 values."""
+    consts = {"sx": np.float32(in_scale), "zx": np.int8(in_zp), "sy": np.float32(out_scale), "zy": np.int8(out_zp)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node(op, ["xd"], ["f"]),
+             helper.make_node("QuantizeLinear", ["f", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, "unary", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (256,))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, (256,))],
+                              [numpy_helper.from_array(np.array(v), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnxruntime.InferenceSession(model.SerializeToString())
+
+
+# (op, the float function the table evaluates, output scale range relative to the input scale)
+TABLE_CASES = [("Sigmoid", onnx_qlinear.sigmoid, None), ("Identity", lambda v: v, (0.4, 2.5))]
+
+
+@pytest.mark.parametrize("op, function, relative_scale", TABLE_CASES, ids=[c[0] for c in TABLE_CASES])
+def test_lookup_tables_match_onnxruntime_on_every_code(op, function, relative_scale):
+    """Sigmoid (QLinearSigmoid) and a requantizing Concat input (Identity) are 256-entry tables."""
+    rng = np.random.default_rng(0)
+    codes = np.arange(-128, 128)
+    for _ in range(20):
+        in_scale, in_zp = np.float32(rng.uniform(0.01, 0.2)), int(rng.integers(-60, 60))
+        out_scale = np.float32(in_scale * rng.uniform(*relative_scale) if relative_scale else rng.uniform(0.5, 1.5) / 256)
+        out_zp = int(rng.integers(-128, 0))
+        x = ((codes - in_zp) * in_scale).astype(np.float32)  # dequantized codes: QuantizeLinear gives them back
+        expected = _qdq_unary(op, in_scale, in_zp, out_scale, out_zp).run(None, {"x": x})[0]
+        table = onnx_qlinear.lookup_table(function, in_scale, in_zp, out_scale, out_zp)
+        assert np.array_equal(table, expected)
+        assert len(np.unique(expected)) > 16
+
+
+def test_quantized_op_without_lowering_is_named(tmp_path):
+    path = tmp_path / "softmax.onnx"
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Softmax", ["d"], ["f"], name="softmax0", axis=1),
+             helper.make_node("QuantizeLinear", ["f", "s", "z"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 4, 2, 2))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 4, 2, 2))],
+                              [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+                               numpy_helper.from_array(np.array(0, np.int8), "z")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(str(path))
+    assert "softmax" in str(info.value) and os.fspath(path) in str(info.value)
