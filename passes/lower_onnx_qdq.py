@@ -104,7 +104,7 @@ class _QParams:
 class _Lowerer(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
         super().__init__(mod)
-        self.producer = {}
+        self.producer, self.float_values = {}, {}
         for block in func.body.blocks:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
@@ -175,6 +175,9 @@ class _Lowerer(relax.PyExprMutator):
         if isinstance(q.args[0], relax.Var) and q.args[0] not in self.producer:  # a float model input
             return self._call(ql.quantize_float_input(out_shape, out_zp), [q.args[0], self._scale(out_scale)],
                               "qquantize")
+        if self._has_float_operand(q.args[0]):
+            return self._call(ql.quantize_float_input(out_shape, out_zp), [self._float_region(q.args[0]),
+                                                                           self._scale(out_scale)], "qquantize")
         core = self._float_producer(q.args[0])
         lo, hi = INT8_MIN, INT8_MAX
         # relu/clip right before the quantize of a kernel with a requantizing epilogue: its clamp
@@ -200,6 +203,44 @@ class _Lowerer(relax.PyExprMutator):
             moved = self._lower_max_pool(core, x) if _is(core, "nn.max_pool2d") else self._lower_resize(core, x)
             return self._rescaled(moved, in_q, out_scale, out_zp, lo, hi, out_shape)
         return self._lower_unary(var, q, core, out_scale, out_zp, out_shape)
+
+    # -- float regions: ops the quantizer left in float (float weights), as onnxruntime runs them --
+    def _float_args(self, value):
+        for arg in value.args:
+            yield from (arg.fields if isinstance(arg, relax.Tuple) else [arg])
+
+    def _has_float_operand(self, expr) -> bool:
+        """Whether the region under a quantize reads a float constant or float model input
+        (not only dequantized int8): onnxruntime computes such a region in float."""
+        if isinstance(expr, tvm.ir.GenericConst):
+            return _dtype(expr) == "float32"
+        value = self._float_producer(expr)
+        if value is None:
+            return _dtype(expr) == "float32"
+        if not isinstance(value, relax.Call) or _is(value, "dequantize"):
+            return False
+        return any(self._has_float_operand(arg) for arg in self._float_args(value)
+                   if isinstance(arg, (relax.Var, tvm.ir.GenericConst)) and isinstance(arg.ty, relax.TensorType))
+
+    def _float_region(self, expr):
+        """The float NCHW value of ``expr``: its ops re-emitted, dequantized int8 inputs converted
+        from NHWC by a dequantize kernel, constants (dequantized at compile time) kept."""
+        if isinstance(expr, tvm.ir.GenericConst) or expr not in self.producer:
+            return expr
+        if expr not in self.float_values:
+            value = self.producer[expr]
+            if _is(value, "dequantize") and not isinstance(value.args[0], tvm.ir.GenericConst):
+                scale, zp = _QParams(value).scalar()
+                x, _ = self._dequantized(expr, "a float op's input")
+                emitted = self._call(ql.dequantize_output(_shape(expr), zp), [x, self._scale(scale)], "qdequantize")
+            elif isinstance(value, relax.Call):
+                args = [relax.Tuple([self._float_region(f) for f in a.fields]) if isinstance(a, relax.Tuple)
+                        else self._float_region(a) for a in value.args]
+                emitted = self.builder_.emit(relax.Call(value.op, args, value.attrs, value.ty_args))
+            else:
+                raise UnsupportedModelError(f"float value '{expr.name}' ({type(value).__name__}) in a quantized model")
+            self.float_values[expr] = emitted
+        return self.float_values[expr]
 
     @staticmethod
     def _scale(scale):

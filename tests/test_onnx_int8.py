@@ -42,11 +42,14 @@ def _output_quantization(path):
     return np.float32(values[node.input[1]]), int(values[node.input[2]])
 
 
-def _check_against_onnxruntime(path, out_dir, **options):
+def _lsb_differences(path, out_dir, session_options=None, **options):
+    """Compile ``path``; per seed, the largest difference in output codes to onnxruntime and
+    whether the float outputs are identical."""
     result = compile_model(path, out_dir, **options)
     exe = host.build(out_dir)
-    session = onnxruntime.InferenceSession(path)
+    session = onnxruntime.InferenceSession(path, session_options)
     scale, zero_point = _output_quantization(path)
+    differences = []
     for seed in SEEDS:
         x = np.random.default_rng(seed).standard_normal(INPUT_SHAPE).astype(np.float32)
         expected = session.run(None, {"x": x})[0]
@@ -54,10 +57,15 @@ def _check_against_onnxruntime(path, out_dir, **options):
         assert got.shape == expected.shape and got.dtype == expected.dtype == np.float32
         codes = [np.rint(v / scale).astype(np.int64) + zero_point for v in (got, expected)]
         assert len(np.unique(codes[1])) > 32, "degenerate reference output: the check would prove little"
-        lsb = int(np.abs(codes[0] - codes[1]).max())
+        differences.append((int(np.abs(codes[0] - codes[1]).max()), np.array_equal(got, expected)))
+    return result, differences
+
+
+def _check_against_onnxruntime(path, out_dir, **options):
+    result, differences = _lsb_differences(path, out_dir, **options)
+    for seed, (lsb, identical) in zip(SEEDS, differences):
         assert lsb <= max(RESIDUAL_LSB.values()), f"seed {seed}: outputs differ by up to {lsb} LSB"
-        # DequantizeLinear as onnxruntime computes it: the float outputs are identical too
-        assert np.array_equal(got, expected)
+        assert identical, f"seed {seed}: DequantizeLinear's float outputs differ from onnxruntime's"
     return result
 
 
@@ -125,3 +133,27 @@ def test_quantized_op_without_lowering_is_named(tmp_path):
     with pytest.raises(UnsupportedModelError) as info:
         compile_model(str(path))
     assert "softmax" in str(info.value) and os.fspath(path) in str(info.value)
+
+
+# onnxruntime's quantizer leaves ConvTranspose in float in QOperator form (float weights between
+# DequantizeLinear and QuantizeLinear). Computed in float as written, it matches onnxruntime run
+# without graph optimizations exactly; onnxruntime's default optimizer instead quantizes those
+# weights itself (per-tensor, asymmetric), which moves its result by up to 1 LSB there and
+# 2 LSB at the output of this net (docs/onnx-int8.md).
+FLOAT_CONV_TRANSPOSE_REQUANTIZED_BY_ORT_LSB = 2
+
+
+def test_qoperator_unet_matches_onnxruntime(models, tmp_path):
+    as_written = onnxruntime.SessionOptions()
+    as_written.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    result, differences = _lsb_differences(models["QOperator"], str(tmp_path / "c"), as_written)
+    assert differences == [(0, True)] * len(SEEDS)
+    session = onnxruntime.InferenceSession(models["QOperator"])
+    scale, _ = _output_quantization(models["QOperator"])
+    for seed in SEEDS:
+        x = np.random.default_rng(seed).standard_normal(INPUT_SHAPE).astype(np.float32)
+        got = host.run(str(tmp_path / "c"), x)
+        lsb = np.abs(got - session.run(None, {"x": x})[0]).max() / scale
+        assert lsb <= FLOAT_CONV_TRANSPOSE_REQUANTIZED_BY_ORT_LSB + 1e-3
+    kernels = " ".join(k.name_hint for k in result.mod.functions)
+    assert "qlinear_conv" in kernels and "qlinear_add" in kernels and "qlinear_sigmoid" in kernels
