@@ -15,7 +15,7 @@ transposed at compile time.
     quantize(concat(DQ(a), DQ(b), ...))                              →  concat(a or table(a), ...)
     quantize(max_pool2d(DQ(x)))                                      →  max_pool2d(x)   (then a table if rescaled)
     quantize(resize2d(DQ(x), nearest))                               →  call_tir(qresize_nearest, x, rows, cols)
-    quantize(f(DQ(x))), f in sigmoid, relu, clip, identity           →  call_tir(qlookup, x, table)
+    quantize(f(DQ(x))), f in sigmoid, relu, leaky relu, clip, identity  →  call_tir(qlookup, x, table)
 
 A relu or clip between the op and its quantize (onnxruntime's quantizer usually folds them into
 the output range) becomes the kernel's clamp. It runs only on functions the ONNX frontend marked
@@ -272,6 +272,8 @@ class _Lowerer(relax.PyExprMutator):
         elif _is(core, "clip"):
             low, high = _scalar(core.args[1]), _scalar(core.args[2])
             function, source = (lambda v: np.clip(v, np.float32(low), np.float32(high))), core.args[0]
+        elif _op_name(core) == "nn.leakyrelu":
+            function, source = ql.leaky_relu(float(core.attrs.alpha)), core.args[0]
         elif _op_name(core) in _UNARY:
             function, source = _UNARY[_op_name(core)], core.args[0]
         else:

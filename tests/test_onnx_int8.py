@@ -99,12 +99,14 @@ def _qdq_unary(op, in_scale, in_zp, out_scale, out_zp):
 
 
 # (op, the float function the table evaluates, output scale range relative to the input scale)
-TABLE_CASES = [("Sigmoid", onnx_qlinear.sigmoid, None), ("Identity", lambda v: v, (0.4, 2.5))]
+TABLE_CASES = [("Sigmoid", onnx_qlinear.sigmoid, None), ("Identity", lambda v: v, (0.4, 2.5)),
+               ("LeakyRelu", onnx_qlinear.leaky_relu(0.01), (0.4, 2.5))]  # ONNX's default alpha
 
 
 @pytest.mark.parametrize("op, function, relative_scale", TABLE_CASES, ids=[c[0] for c in TABLE_CASES])
 def test_lookup_tables_match_onnxruntime_on_every_code(op, function, relative_scale):
-    """Sigmoid (QLinearSigmoid) and a requantizing Concat input (Identity) are 256-entry tables."""
+    """Sigmoid (QLinearSigmoid), LeakyRelu and a requantizing Concat input (Identity) are 256-entry
+    tables."""
     rng = np.random.default_rng(0)
     codes = np.arange(-128, 128)
     for _ in range(20):

@@ -187,6 +187,12 @@ def sigmoid(values: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-values.astype(np.float64)))).astype(np.float32)
 
 
+def leaky_relu(alpha):
+    """LeakyRelu in float32: ``v`` where ``v >= 0``, else ``v · alpha``."""
+    alpha = np.float32(alpha)
+    return lambda values: np.where(values >= 0, values, values * alpha)
+
+
 def nearest_source_indices(in_size, out_size, scale, coordinate_mode, nearest_mode) -> np.ndarray:
     """ONNX Resize (mode "nearest") source index of every output index along one axis."""
     out = np.arange(out_size, dtype=np.float64)

@@ -18,7 +18,6 @@ MICROSOFT = "com.microsoft"
 _QLINEAR = {
     "QLinearConv": ("Conv", [(0, 1, 2), (3, 4, 5)], (6, 7)),
     "QLinearAdd": ("Add", [(0, 1, 2), (3, 4, 5)], (6, 7)),
-    "QLinearMul": ("Mul", [(0, 1, 2), (3, 4, 5)], (6, 7)),
     "QLinearSigmoid": ("Sigmoid", [(0, 1, 2)], (3, 4)),
     "QLinearLeakyRelu": ("LeakyRelu", [(0, 1, 2)], (3, 4)),
 }
