@@ -86,12 +86,23 @@ def _scalar(value) -> float:
     return float(value.value) if hasattr(value, "value") else float(_constant(value))
 
 
+UINT8_OFFSET = 128  # a uint8 code q is the int8 code q - 128 with the zero point moved by -128
+
+
+def _as_int8(array: np.ndarray) -> np.ndarray:
+    """uint8 codes as the equivalent int8 codes (int8 unchanged)."""
+    return (array.astype(np.int16) - UINT8_OFFSET).astype(np.int8) if array.dtype == np.uint8 else array
+
+
 class _QParams:
-    """Scale(s) and zero point(s) of a quantize/dequantize call."""
+    """Scale(s) and zero point(s) of a quantize/dequantize call; a uint8 zero point is given in
+    int8 terms (every kernel computes with ``q - zp``, which the shift leaves unchanged)."""
 
     def __init__(self, call):
         self.scale = _constant(call.args[1]).astype(np.float32).reshape(-1)
-        self.zero_point = _constant(call.args[2]).astype(np.int64).reshape(-1)
+        zero_point = _constant(call.args[2])
+        self.zero_point = zero_point.astype(np.int64).reshape(-1) - (UINT8_OFFSET if zero_point.dtype == np.uint8
+                                                                     else 0)
         self.axis = int(call.attrs.axis)
 
     def scalar(self) -> tuple:
@@ -113,6 +124,8 @@ class _Lowerer(relax.PyExprMutator):
         var, value = binding.var, binding.value
         if _is(value, "quantize") and _dtype(value.args[0]) == "float32":
             lowered = self._lower_quantize(var, value)
+            if not isinstance(var, relax.DataflowVar) and _dtype(var) != "int8":
+                raise UnsupportedModelError(f"model output '{var.name}' is {_dtype(var)}; expected float or int8")
             if not isinstance(var, relax.DataflowVar) and len(_shape(var)) == 4:  # an int8 NCHW model output
                 lowered = relax.op.permute_dims(self.builder_.emit(lowered), [0, 3, 1, 2])
             self._bind(var, lowered)
@@ -125,10 +138,10 @@ class _Lowerer(relax.PyExprMutator):
             # no region uses is dropped, one that an unsupported op uses fails at that op
         elif _is(value, "dequantize"):  # the float model output
             scale, zp = _QParams(value).scalar()
-            if _dtype(value.args[0]) != "int8":
+            if _dtype(value.args[0]) not in ("int8", "uint8"):
                 raise UnsupportedModelError(f"model output '{var.name}' is {_dtype(value.args[0])}, expected int8")
-            self._bind(var, self._call(ql.dequantize_output(_shape(var), zp),
-                                       [self.visit_expr(value.args[0]), self._scale(scale)], "qdequantize"))
+            x, _ = self._dequantized(var, "the model output")
+            self._bind(var, self._call(ql.dequantize_output(_shape(var), zp), [x, self._scale(scale)], "qdequantize"))
         elif _dtype(var) == "float32":
             raise UnsupportedModelError(
                 f"quantized ONNX model ends in a float {_op_name(value)}; expected a DequantizeLinear output")
@@ -150,11 +163,17 @@ class _Lowerer(relax.PyExprMutator):
         if not _is(value, "dequantize"):
             raise UnsupportedModelError(f"{what} is {_op_name(value)}, expected a DequantizeLinear of int8")
         source = value.args[0]
-        if _dtype(source) != "int8":
-            raise UnsupportedModelError(f"{what} is {_dtype(source)}; only int8 activations and weights are supported")
+        if _dtype(source) not in ("int8", "uint8"):
+            raise UnsupportedModelError(f"{what} is {_dtype(source)}; only int8/uint8 activations and weights "
+                                        "are supported")
         if isinstance(source, tvm.ir.GenericConst):
-            return source, _QParams(value)
-        if source not in self.producer and len(_shape(source)) == 4:  # an int8 NCHW model input
+            return relax.const(_as_int8(_constant(source)), "int8"), _QParams(value)
+        if source not in self.producer:
+            if _dtype(source) != "int8":
+                raise UnsupportedModelError(f"model input '{source.name}' is {_dtype(source)}; expected float or int8")
+            if len(_shape(source)) != 4:
+                return source, _QParams(value)
+            # an int8 NCHW model input
             return self.builder_.emit(relax.op.permute_dims(source, NHWC_FROM_NCHW)), _QParams(value)
         return self.visit_expr(source), _QParams(value)
 

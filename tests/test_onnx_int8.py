@@ -1,4 +1,4 @@
-"""int8 ONNX from onnxruntime's quantizer (per-channel int8 weights, int8 activations) compiled to
+"""int8 ONNX from onnxruntime's quantizer (per-channel int8 weights, int8 or uint8 activations) compiled to
 C with ONNX's QLinear arithmetic, checked against onnxruntime on seeded inputs.
 
 Residual differences to onnxruntime, per op, in output LSB (docs/onnx-int8.md says why they are 0
@@ -30,8 +30,9 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx_int8")
     float_path = root / "unet.onnx"
     onnx.save(float_unet(seed=0), str(float_path))
-    return {form: str(quantized_unet(float_path, root / f"unet_{form.lower()}.onnx", form))
-            for form in ("QDQ", "QOperator")}
+    return {(form, activations): str(quantized_unet(float_path, root / f"unet_{form}_{activations}.onnx", form,
+                                                    activations))
+            for form, activations in (("QDQ", "QInt8"), ("QDQ", "QUInt8"), ("QOperator", "QInt8"))}
 
 
 def _output_quantization(path):
@@ -69,9 +70,11 @@ def _check_against_onnxruntime(path, out_dir, **options):
     return result
 
 
-@pytest.mark.parametrize("budget", [None, SMALLEST_FEASIBLE], ids=["no_budget", "ram_budget_min"])
-def test_qdq_unet_matches_onnxruntime(models, tmp_path, budget):
-    result = _check_against_onnxruntime(models["QDQ"], str(tmp_path / "c"), ram_budget=budget)
+@pytest.mark.parametrize("activations, budget", [("QInt8", None), ("QInt8", SMALLEST_FEASIBLE),
+                                                  ("QUInt8", SMALLEST_FEASIBLE)],
+                         ids=["int8", "int8_ram_budget_min", "uint8_ram_budget_min"])
+def test_qdq_unet_matches_onnxruntime(models, tmp_path, activations, budget):
+    result = _check_against_onnxruntime(models["QDQ", activations], str(tmp_path / "c"), ram_budget=budget)
     kernels = " ".join(k.name_hint for k in result.mod.functions)
     for kernel in ("qquantize", "qlinear_conv", "qlinear_add", "qlinear_conv_transpose", "qresize_nearest",
                    "qrequantize", "qlinear_sigmoid", "max_pool2d", "qdequantize"):
@@ -148,10 +151,10 @@ FLOAT_CONV_TRANSPOSE_REQUANTIZED_BY_ORT_LSB = 2
 def test_qoperator_unet_matches_onnxruntime(models, tmp_path):
     as_written = onnxruntime.SessionOptions()
     as_written.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    result, differences = _lsb_differences(models["QOperator"], str(tmp_path / "c"), as_written)
+    result, differences = _lsb_differences(models["QOperator", "QInt8"], str(tmp_path / "c"), as_written)
     assert differences == [(0, True)] * len(SEEDS)
-    session = onnxruntime.InferenceSession(models["QOperator"])
-    scale, _ = _output_quantization(models["QOperator"])
+    session = onnxruntime.InferenceSession(models["QOperator", "QInt8"])
+    scale, _ = _output_quantization(models["QOperator", "QInt8"])
     for seed in SEEDS:
         x = np.random.default_rng(seed).standard_normal(INPUT_SHAPE).astype(np.float32)
         got = host.run(str(tmp_path / "c"), x)

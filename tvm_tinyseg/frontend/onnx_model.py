@@ -48,7 +48,7 @@ def _quantized_dtype(node, initializers) -> str:
 
 
 def _check_quantization(path, graph, initializers) -> bool:
-    """Whether the model is int8 QDQ; raises on any other quantized form."""
+    """Whether the model is int8/uint8 QDQ; raises on any other quantized form."""
     qdq = False
     for i, node in enumerate(graph.node):
         if node.op_type in QUANTIZATION_OPS or node.domain not in ("", "ai.onnx"):
@@ -57,10 +57,10 @@ def _check_quantization(path, graph, initializers) -> bool:
                 "quantize with QuantFormat.QDQ (QuantizeLinear/DequantizeLinear around float ops)")
         if node.op_type in QDQ_OPS:
             dtype = _quantized_dtype(node, initializers)
-            if dtype not in ("int8", "int32"):
+            if dtype not in ("int8", "uint8", "int32"):
                 raise UnsupportedModelError(
                     f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', {dtype}); only int8 "
-                    "QDQ models are supported (quantize with activation_type=QuantType.QInt8)")
+                    "and uint8 quantization is supported")
             qdq = True
     return qdq
 
