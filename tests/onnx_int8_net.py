@@ -44,7 +44,8 @@ def float_unet(seed=0) -> onnx.ModelProto:
     c = conv("conv3", b, 8, 8, 3, [1, 0, 1, 2])  # asymmetric padding
     r = node("Add", [b, c], "residual")
     u = conv("up", r, 8, 8, 2, [0, 0, 0, 0], transposed=True, stride=2)
-    u2 = node("Resize", [r, "", const("scales", np.array([1, 1, 2, 2], np.float32))], "resize", mode="nearest")
+    u2 = node("Resize", [r, "", const("scales", np.array([1, 1, 2, 2], np.float32))], "resize", mode="nearest",
+              coordinate_transformation_mode="asymmetric", nearest_mode="floor")  # as PyTorch exports it
     cat = node("Concat", [a, u, u2], "concat", axis=1)
     head = conv("head", cat, 2, 24, 1, [0, 0, 0, 0])
     node("Sigmoid", [head], "y")

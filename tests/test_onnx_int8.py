@@ -11,13 +11,17 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+import tvm
 from onnx import TensorProto, helper, numpy_helper
+from tvm.script import ir as I
+from tvm.script import relax as R
 
 from conftest import SEEDS
 from onnx_int8_net import INPUT_SHAPE, float_unet, quantized_unet
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.passes.int8 import onnx_qlinear
+from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR, LowerQDQToInteger
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
 from tvm_tinyseg.platforms import host
 
@@ -162,3 +166,39 @@ def test_qoperator_unet_matches_onnxruntime(models, tmp_path):
         assert lsb <= FLOAT_CONV_TRANSPOSE_REQUANTIZED_BY_ORT_LSB + 1e-3
     kernels = " ".join(k.name_hint for k in result.mod.functions)
     assert "qlinear_conv" in kernels and "qlinear_add" in kernels and "qlinear_sigmoid" in kernels
+
+
+def _sigmoid_module(onnx_marked: bool):
+    attrs = {QARITH_ATTR: "onnx"} if onnx_marked else {}
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 2, 4, 4), "int8")) -> R.Tensor((1, 2, 4, 4), "int8"):
+            R.func_attr(attrs)
+            with R.dataflow():
+                d = R.dequantize(x, R.const(0.05, "float32"), R.const(3, "int8"), axis=1)
+                s = R.sigmoid(d)
+                q = R.quantize(s, R.const(0.004, "float32"), R.const(-128, "int8"), axis=1)
+                R.output(q)
+            return q
+
+    return Module
+
+
+def test_pass_leaves_functions_the_onnx_frontend_did_not_mark():
+    """TFLite's fake-quant graphs are LowerFakeQuantToInteger's (TFLite Micro arithmetic)."""
+    before = _sigmoid_module(onnx_marked=False)
+    tvm.ir.assert_structural_equal(LowerQDQToInteger()(before), before)
+
+
+def test_pass_lowers_a_marked_function_to_a_table_in_nhwc():
+    after = LowerQDQToInteger()(_sigmoid_module(onnx_marked=True))
+    ops, tables = [], []
+    for binding in after["main"].body.blocks[0].bindings:
+        ops.append(binding.value.op.name)
+        tables += [a.value.numpy() for a in binding.value.args[1].fields if isinstance(a, tvm.ir.GenericConst)] \
+            if binding.value.op.name == "relax.call_tir" else []
+    # int8 NCHW input → NHWC, the table lookup, back to NCHW for the int8 output
+    assert ops == ["relax.permute_dims", "relax.call_tir", "relax.permute_dims"]
+    assert np.array_equal(tables[0], onnx_qlinear.lookup_table(onnx_qlinear.sigmoid, 0.05, 3, 0.004, -128))
