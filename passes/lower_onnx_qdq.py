@@ -18,8 +18,11 @@ transposed at compile time.
     quantize(f(DQ(x))), f in sigmoid, relu, leaky relu, clip, identity  →  call_tir(qlookup, x, table)
 
 A relu or clip between the op and its quantize (onnxruntime's quantizer usually folds them into
-the output range) becomes the kernel's clamp. It runs only on functions the ONNX frontend marked
-with ``QARITH_ATTR = "onnx"``; TFLite's fake-quant graphs are left to LowerFakeQuantToInteger.
+the output range) becomes the kernel's clamp. A region that reads float constants (weights the
+quantizer left in float, e.g. QOperator's ConvTranspose) is computed in float as written, between
+a dequantize kernel and a quantize kernel. uint8 tensors are computed as int8 (codes and zero
+points moved by -128). It runs only on functions the ONNX frontend marked with
+``QARITH_ATTR = "onnx"``; TFLite's fake-quant graphs are left to LowerFakeQuantToInteger.
 """
 import numpy as np
 import tvm
@@ -32,6 +35,8 @@ from .int8 import elementwise, onnx_qlinear as ql
 
 QARITH_ATTR = "tinyseg.quant_arithmetic"
 INT8_MIN, INT8_MAX = ql.INT8_MIN, ql.INT8_MAX
+NHWC_FROM_NCHW = (0, 2, 3, 1)
+UINT8_OFFSET = 128  # a uint8 code q is the int8 code q - 128 with the zero point moved by -128
 
 _OP = {name: Op.get("relax." + name) for name in (
     "quantize", "dequantize", "clip", "nn.relu", "nn.conv2d", "nn.conv2d_transpose", "add", "sigmoid",
@@ -55,9 +60,6 @@ def _dtype(expr) -> str:
 
 def _shape(expr) -> list:
     return [int(s) for s in expr.ty.shape.values]
-
-
-NHWC_FROM_NCHW = (0, 2, 3, 1)
 
 
 def _nhwc(shape) -> list:
@@ -84,9 +86,6 @@ def _constant(expr) -> np.ndarray:
 
 def _scalar(value) -> float:
     return float(value.value) if hasattr(value, "value") else float(_constant(value))
-
-
-UINT8_OFFSET = 128  # a uint8 code q is the int8 code q - 128 with the zero point moved by -128
 
 
 def _as_int8(array: np.ndarray) -> np.ndarray:
@@ -130,7 +129,7 @@ class _Lowerer(relax.PyExprMutator):
                 lowered = relax.op.permute_dims(self.builder_.emit(lowered), [0, 3, 1, 2])
             self._bind(var, lowered)
         elif isinstance(var, relax.DataflowVar):
-            if isinstance(value, relax.Call) and _dtype(var) not in ("float32",):
+            if isinstance(value, relax.Call) and _dtype(var) != "float32":
                 raise UnsupportedModelError(
                     f"{_op_name(value)} on {_dtype(var)} ('{var.name}') outside a QuantizeLinear/DequantizeLinear "
                     "pair has no integer lowering")
@@ -229,10 +228,11 @@ class _Lowerer(relax.PyExprMutator):
             yield from (arg.fields if isinstance(arg, relax.Tuple) else [arg])
 
     def _has_float_operand(self, expr) -> bool:
-        """Whether the region under a quantize reads a float constant or float model input
-        (not only dequantized int8): onnxruntime computes such a region in float."""
+        """Whether the region under a quantize reads a float tensor constant or float model input
+        (not only dequantized int8): onnxruntime computes such a region in float. Scalars (e.g. a
+        Clip's bounds) are parameters, not weights."""
         if isinstance(expr, tvm.ir.GenericConst):
-            return _dtype(expr) == "float32"
+            return _dtype(expr) == "float32" and _constant(expr).size > 1
         value = self._float_producer(expr)
         if value is None:
             return _dtype(expr) == "float32"
