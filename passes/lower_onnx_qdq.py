@@ -377,8 +377,9 @@ class _Lowerer(relax.PyExprMutator):
         attrs = call.attrs
         if str(attrs.layout) != "NCHW":
             raise UnsupportedModelError(f"MaxPool layout {attrs.layout} (expected NCHW)")
-        return self.builder_.emit(relax.op.nn.max_pool2d(x, attrs.pool_size, attrs.strides, attrs.padding, attrs.dilation,
-                                      attrs.ceil_mode, attrs.count_include_pad, "NHWC"))
+        pooled = relax.op.nn.max_pool2d(x, attrs.pool_size, attrs.strides, attrs.padding, attrs.dilation,
+                                        attrs.ceil_mode, attrs.count_include_pad, "NHWC")
+        return self.builder_.emit(pooled)
 
     def _lower_resize(self, call, x):
         attrs = call.attrs

@@ -136,7 +136,8 @@ def test_lookup_tables_match_onnxruntime_on_every_code(op, function, relative_sc
     codes = np.arange(-128, 128)
     for _ in range(20):
         in_scale, in_zp = np.float32(rng.uniform(0.01, 0.2)), int(rng.integers(-60, 60))
-        out_scale = np.float32(in_scale * rng.uniform(*relative_scale) if relative_scale else rng.uniform(0.5, 1.5) / 256)
+        relative = rng.uniform(*relative_scale) if relative_scale else None
+        out_scale = np.float32(in_scale * relative if relative else rng.uniform(0.5, 1.5) / 256)
         out_zp = int(rng.integers(-128, 0))
         x = ((codes - in_zp) * in_scale).astype(np.float32)  # dequantized codes: QuantizeLinear gives them back
         expected = _qdq_unary(op, in_scale, in_zp, out_scale, out_zp).run(None, {"x": x})[0]

@@ -46,7 +46,8 @@ class _Rewriter:
         return out
 
     def quantize(self, value, y, scale, zero_point):
-        self.nodes.append(helper.make_node("QuantizeLinear", [value, scale, zero_point], [y], name=self._name(y + "_q")))
+        name = self._name(y + "_q")
+        self.nodes.append(helper.make_node("QuantizeLinear", [value, scale, zero_point], [y], name=name))
         self.qparams[y] = (scale, zero_point)
 
     def constant(self, base, array):
@@ -69,7 +70,8 @@ class _Rewriter:
             inputs = [self.dequantize(node.input[0], scale, zero_point), *node.input[1:]]
             self._float_op(node, node.op_type, inputs, scale, zero_point, domain=node.domain)
         elif node.domain == MICROSOFT or node.op_type.startswith("QLinear"):
-            raise UnsupportedModelError(f"quantized ONNX op {node.op_type} (node '{node.name}') has no QDQ equivalent here")
+            raise UnsupportedModelError(
+                f"quantized ONNX op {node.op_type} (node '{node.name}') has no QDQ equivalent here")
         else:
             self.nodes.append(node)
 
