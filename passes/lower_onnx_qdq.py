@@ -36,6 +36,7 @@ from .int8 import elementwise, onnx_qlinear as ql
 QARITH_ATTR = "tinyseg.quant_arithmetic"
 INT8_MIN, INT8_MAX = ql.INT8_MIN, ql.INT8_MAX
 NHWC_FROM_NCHW = (0, 2, 3, 1)
+OPAQUE = 8  # relay's kOpaque op pattern: FuseOps never fuses the kernel
 UINT8_OFFSET = 128  # a uint8 code q is the int8 code q - 128 with the zero point moved by -128
 
 _OP = {name: Op.get("relax." + name) for name in (
@@ -194,8 +195,11 @@ class _Lowerer(relax.PyExprMutator):
             return self._call(ql.quantize_float_input(out_shape, out_zp), [q.args[0], self._scale(out_scale)],
                               "qquantize")
         if self._has_float_operand(q.args[0]):
-            return self._call(ql.quantize_float_input(out_shape, out_zp), [self._float_region(q.args[0]),
-                                                                           self._scale(out_scale)], "qquantize")
+            # opaque: fused into a later consumer it would keep the float tensor alive (and spilled:
+            # the spill machinery cannot stream a tensor into a kernel that transposes it)
+            return self.builder_.call_te(ql.quantize_float_input(out_shape, out_zp), self._float_region(q.args[0]),
+                                         self._scale(out_scale), primfunc_name_hint="qquantize",
+                                         primfunc_attrs={"op_pattern": OPAQUE})
         core = self._float_producer(q.args[0])
         lo, hi = INT8_MIN, INT8_MAX
         # relu/clip right before the quantize of a kernel with a requantizing epilogue: its clamp
@@ -396,8 +400,8 @@ class _Lowerer(relax.PyExprMutator):
             except (KeyError, ValueError):
                 raise UnsupportedModelError(
                     f"int8 Resize with coordinate_transformation_mode {mode}, nearest_mode {rounding}") from None
-        return self._call(ql.resize_nearest_nhwc_int8(out_shape), [x, *(relax.const(t, "int32") for t in tables)],
-                          "qresize_nearest")
+        builder, tables = ql.resize_nearest_nhwc_int8(out_shape, in_shape, *tables)
+        return self._call(builder, [x, *(relax.const(t, "int32") for t in tables)], "qresize_nearest")
 
 
 @tvm.transform.module_pass(opt_level=0, name="LowerQDQToInteger")

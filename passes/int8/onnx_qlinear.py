@@ -214,10 +214,24 @@ def nearest_source_indices(in_size, out_size, scale, coordinate_mode, nearest_mo
     return np.clip(rounding(original), 0, in_size - 1).astype(np.int32)
 
 
-def resize_nearest_nhwc_int8(out_shape):
-    """Resize nearest as a gather through int32 source-row and source-column tables."""
+def resize_nearest_nhwc_int8(out_shape, in_shape, row_table, col_table):
+    """(TE builder, tables): Resize nearest as a gather. A source index that is ``o * in // out``
+    (integer upsampling, e.g. asymmetric/floor or half_pixel) is computed — an affine-enough index
+    lets TinySeg stream a spilled input's rows into the kernel; any other mapping is read from an
+    int32 table, which the builder takes after ``x`` (rows, then columns)."""
+    closed = [bool(np.array_equal(t, np.arange(len(t)) * int(in_shape[axis]) // len(t)))
+              for t, axis in ((row_table, 1), (col_table, 2))]
+    tables = [t for t, c in zip((row_table, col_table), closed) if not c]
 
-    def compute(x, rows, cols):
-        return te.compute(out_shape, lambda n, y, xx, c: x[n, rows[y], cols[xx], c], name="resize")
+    def compute(x, *table_args):
+        table_args = iter(table_args)
+        source = []
+        for is_closed, axis in zip(closed, (1, 2)):
+            if is_closed:
+                source.append(lambda o, n=int(in_shape[axis]), m=int(out_shape[axis]):
+                              tirx.floordiv(o * i32(n), i32(m)))
+            else:
+                source.append(lambda o, t=next(table_args): t[o])
+        return te.compute(out_shape, lambda n, y, xx, c: x[n, source[0](y), source[1](xx), c], name="resize")
 
-    return compute
+    return compute, tables
