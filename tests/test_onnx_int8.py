@@ -221,3 +221,43 @@ def test_pass_lowers_a_marked_function_to_a_table_in_nhwc():
     # int8 NCHW input → NHWC, the table lookup, back to NCHW for the int8 output
     assert ops == ["relax.permute_dims", "relax.call_tir", "relax.permute_dims"]
     assert np.array_equal(tables[0], onnx_qlinear.lookup_table(onnx_qlinear.sigmoid, 0.05, 3, 0.004, -128))
+
+
+def _hand_written_qdq_conv_activations(path):
+    """Conv → Relu → Q twice, written by hand: onnxruntime's quantizer folds activations into the
+    output range, other exporters leave them between the op and its QuantizeLinear."""
+    rng = np.random.default_rng(3)
+    values = {"sx": np.float32(0.03), "zx": np.int8(5), "s1": np.float32(0.02), "z1": np.int8(-20),
+              "s2": np.float32(0.015), "z2": np.int8(10)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"])]
+    source, scale = "xd", "sx"
+    for i, in_channels in enumerate((3, 4)):
+        w = rng.integers(-127, 128, (4, in_channels, 3, 3)).astype(np.int8)
+        w_scale = rng.uniform(0.002, 0.01, 4).astype(np.float32)
+        values.update({f"w{i}": w, f"ws{i}": w_scale, f"wz{i}": np.zeros(4, np.int8),
+                       f"b{i}": rng.integers(-300, 300, 4).astype(np.int32),
+                       f"bs{i}": (values[scale] * w_scale).astype(np.float32), f"bz{i}": np.zeros(4, np.int32)})
+        out, out_scale, out_zp = f"y{i}", f"s{i + 1}", f"z{i + 1}"
+        nodes += [helper.make_node("DequantizeLinear", [f"w{i}", f"ws{i}", f"wz{i}"], [f"wd{i}"], axis=0),
+                  helper.make_node("DequantizeLinear", [f"b{i}", f"bs{i}", f"bz{i}"], [f"bd{i}"], axis=0),
+                  helper.make_node("Conv", [source, f"wd{i}", f"bd{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"a{i}"]),
+                  helper.make_node("QuantizeLinear", [f"a{i}", out_scale, out_zp], [f"q{i}"]),
+                  helper.make_node("DequantizeLinear", [f"q{i}", out_scale, out_zp], [out])]
+        source, scale = out, out_scale
+    graph = helper.make_graph(nodes, "activations", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                   INPUT_SHAPE)],
+                              [helper.make_tensor_value_info(source, TensorProto.FLOAT, (1, 4, 16, 16))],
+                              [numpy_helper.from_array(np.array(v), k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_relu_between_conv_and_quantize_becomes_the_clamp(tmp_path):
+    path = _hand_written_qdq_conv_activations(tmp_path / "activations.onnx")
+    result = _check_against_onnxruntime(path, str(tmp_path / "c"))
+    kernels = " ".join(k.name_hint for k in result.mod.functions)
+    assert "qlinear_conv" in kernels and "qdequantize" in kernels and "relu" not in kernels
