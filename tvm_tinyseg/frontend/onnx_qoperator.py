@@ -88,6 +88,9 @@ class _Rewriter:
 
     def _conv_bias(self, node):
         """QLinearConv's int32 bias has the implied scale x_scale·w_scale (per channel), zero point 0."""
+        missing = [node.input[i] for i in (1, 4) if node.input[i] not in self.initializers]
+        if missing:
+            raise UnsupportedModelError(f"QLinearConv '{node.name}' scale '{missing[0]}' is not a constant")
         x_scale, w_scale = (numpy_helper.to_array(self.initializers[node.input[i]]) for i in (1, 4))
         scale = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32).reshape(-1)
         zero_point = np.zeros(scale.shape, np.int32)
