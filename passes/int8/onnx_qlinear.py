@@ -4,7 +4,8 @@ the TFLite kernels (so TinySeg's row streaming and partial spills apply unchange
 ONNX does not requantize in fixed point like TFLite: QLinearConv multiplies the int32 accumulator
 by a float32 scale and rounds half to even (MlasRequantizeOutput: ``float(acc) * scale``, clamped to
 the integer range minus the zero point, ``nearbyint``, plus the zero point), with
-``scale = x_scale * w_scale[o] / y_scale`` evaluated in float32 in that order (qlinearconv.cc).
+``scale = x_scale * w_scale[o] / y_scale`` evaluated in float32 in that order (what reproduces
+onnxruntime bit for bit in tests/test_onnx_int8.py).
 QuantizeLinear divides by the scale (``nearbyint(x / scale) + zp``). Integer accumulation is exact
 as in TFLite; only this requantization differs, so it is a mode of its own here and TFLM's
 fixed-point kernels (conv.py, elementwise.py) stay untouched.
