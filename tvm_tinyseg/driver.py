@@ -18,17 +18,14 @@ from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
+from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.targets import check_mcpu
 
-RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
-STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_remote.c"}
-# Headers a backend needs beside tinyseg_storage.h; the link itself (link_*.c) comes with the platform.
-STORAGE_HEADERS = {"mmap": ("tinyseg_backend.h",), "file": ("tinyseg_backend.h",), "uart": ("tinyseg_link.h",)}
 
 
 def kernel_passes(options: TinySegOptions):
@@ -144,8 +141,8 @@ class CompileResult:
         for name, text in self.files.items():
             with open(os.path.join(out_dir, name), "w") as f:
                 f.write(text)
-        for name in ("tinyseg_arith.h", "tinyseg_storage.h", STORAGE_BACKENDS[self.options.storage],
-                     *STORAGE_HEADERS.get(self.options.storage, ())):
+        backend = STORAGE_BACKENDS["model"][self.options.storage]
+        for name in ("tinyseg_arith.h", "tinyseg_storage.h", *backend.sources, *backend.headers):
             shutil.copy(os.path.join(RUNTIME_DIR, name), out_dir)
         for name, report in (("memory.json", self.memory_report), ("io.json", self.io_spec)):
             with open(os.path.join(out_dir, name), "w") as f:
