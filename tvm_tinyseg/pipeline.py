@@ -1,6 +1,12 @@
 """TinySeg inside TVM's own build: the registered Relax pipeline ``"tinyseg"``.
 
-    import tvm_tinyseg.pipeline  # registers the pipeline and the tinyseg.* PassContext options
+    import tvm_tinyseg.pipeline  # registers the pipeline "tinyseg"
+    ex = tvm.compile(mod, "llvm", relax_pipeline=relax.get_pipeline("tinyseg", ram_budget=160_000))
+
+or, with the ``tinyseg.*`` PassContext options (registered on demand: building their registration
+runs a C++ compiler once per machine and TVM version)::
+
+    tvm_tinyseg.pass_config.register_options()
     with tvm.transform.PassContext(config={"tinyseg.ram_budget": 160_000, "tinyseg.storage": "mmap"}):
         ex = tvm.compile(mod, "llvm", relax_pipeline="tinyseg")
 
@@ -15,7 +21,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-from tvm_tinyseg.pass_config import current_options, register_options
+from tvm_tinyseg.pass_config import check_options, current_options
 
 _LAST_PLAN = []
 
@@ -36,15 +42,16 @@ def last_memory_report() -> dict:
 
 @relax.pipeline.register_pipeline("tinyseg")
 def tinyseg_pipeline(**overrides):
-    """The "tinyseg" Relax pipeline; ``overrides`` (ram_budget, storage, fuse_fetch, planner, enable)
-    take precedence over the PassContext's ``tinyseg.*`` options."""
+    """The "tinyseg" Relax pipeline; ``overrides`` (ram_budget, storage, fuse_fetch, planner, enable,
+    overwrite_rows: pass_config.TinySegOptions) take precedence over the PassContext's ``tinyseg.*``
+    options."""
 
     @tvm.transform.module_pass(opt_level=0, name="TinySegPipeline")
     def _pipeline(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm_tinyseg.driver import kernel_passes
         from tvm_tinyseg.memory_planning import plan_memory
 
-        options = dataclasses.replace(current_options(ctx), **overrides)
+        options = check_options(dataclasses.replace(current_options(ctx), **overrides))
         target = tvm.target.Target.current(allow_none=True) or tvm.target.Target("llvm")
         if target.kind.name != "c":
             # The Relax VM has no storage device: spilled tensors stay addressable memory (the
@@ -61,5 +68,3 @@ def tinyseg_pipeline(**overrides):
 
     return _pipeline
 
-
-register_options()
