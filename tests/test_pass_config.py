@@ -112,7 +112,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_registration_is_built_once_and_reused_from_the_cache(tmp_path):
+def test_registration_is_built_once_reused_from_the_cache_and_rebuilt_if_truncated(tmp_path):
     env = {**os.environ, "TVM_FFI_CACHE_DIR": str(tmp_path)}
 
     def child():
@@ -123,6 +123,12 @@ def test_registration_is_built_once_and_reused_from_the_cache(tmp_path):
     built = child()
     assert len(built) == 1
     assert child() == built  # not rebuilt
+    (library,) = built
+    size = library.stat().st_size
+    with open(library, "r+b") as f:  # a build cut short: loading it as is would end in SIGBUS
+        f.truncate(size // 2)
+    child()
+    assert library.stat().st_size == size
 
 
 _IMPORT = textwrap.dedent("""

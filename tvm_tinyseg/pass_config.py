@@ -155,25 +155,45 @@ def _tvm_compiler_library() -> str:
     return path
 
 
+def _complete_elf(path: str) -> bool:
+    """Whether ``path`` holds a whole ELF file: its section headers (at the end) are all there."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit ELF only (the one built here)
+        return False
+    order = "little" if header[5] == 1 else "big"
+    sections_end = (int.from_bytes(header[0x28:0x30], order)
+                    + int.from_bytes(header[0x3A:0x3C], order) * int.from_bytes(header[0x3C:0x3E], order))
+    return os.path.getsize(path) >= sections_end
+
+
 def _registrar():
     """``register_config_option(key, type)`` from native/pass_config.cc, built by tvm_ffi (cached
     under $TVM_FFI_CACHE_DIR, default ~/.cache/tvm-ffi, per source text: the TVM version is part of
-    it, as the code depends on TVM's C++ ABI)."""
+    it, as the code depends on TVM's C++ ABI). A truncated cached library is rebuilt, not loaded."""
     import tvm
     import tvm_ffi.cpp
 
     library = _tvm_compiler_library()
     source = f"// for TVM {tvm.__version__}, tvm-ffi {tvm_ffi.__version__}\n" + REGISTRATION_SOURCE.read_text()
-    try:
-        module = tvm_ffi.cpp.load_inline(
+
+    def build() -> str:
+        return tvm_ffi.cpp.build_inline(
             "tinyseg_pass_config", cpp_sources=source, functions="register_config_option",
             extra_ldflags=[library, f"-Wl,-rpath,{os.path.dirname(library)}"])
+
+    try:
+        path = build()
+        if not _complete_elf(path):  # a cached build cut short: loading it would crash (SIGBUS)
+            os.unlink(path)
+            path = build()
     except Exception as e:  # noqa: BLE001 - a missing compiler or ninja, a failed build: one line
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         first = next((ln for ln in lines if "error" in ln.lower() and "ninja" not in ln.lower()), lines[0] if lines
                      else type(e).__name__)
-        raise TinySegError(f"cannot build TinySeg's PassContext options with tvm_ffi.cpp.load_inline "
+        raise TinySegError(f"cannot build TinySeg's PassContext options with tvm_ffi.cpp.build_inline "
                            f"(needs a C++ compiler and ninja): {first.strip()}") from None
+    module = tvm_ffi.load_module(path)
     return module.register_config_option
 
 
