@@ -175,3 +175,22 @@ def test_two_models_on_cortex_m7_under_qemu(two_models, tmp_path):
     proc = qemu.run_firmware(elf, str(tmp_path), timeout=60)
     assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stdout} {proc.stderr}"
     _check_outputs(tmp_path, ["out0.bin", "out1.bin", "out2.bin"], want)
+
+
+def test_readme_firmware_example_builds_and_runs(tmp_path):
+    """The README's firmware example, with two models compiled under its names."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    example = re.search(r"### In your firmware.*?```c\n(.*?)```", readme, re.S).group(1)
+    model = skip_model(tmp_path / "seg.tflite")
+    dirs = []
+    for name in ("person", "road"):
+        dirs.append(str(tmp_path / name))
+        compile_model(model, dirs[-1], module_name=name, ram_budget=-1, storage="mmap")
+    (tmp_path / "example.c").write_text(example + "\nint main(void) {\n  static const int8_t frame[PERSON_INPUT_BYTES];\n"
+                                        "  return segment_frame(frame) != PERSON_OK || person_score(0) != person_score(0);\n}\n")
+    exe = str(tmp_path / "example")
+    cmd = ["cc", *STRICT_CFLAGS, "-DROAD_NO_STATIC_ARENA", *(f"-I{d}" for d in dirs),
+           *(s for d in dirs for s in _sources(d)), str(tmp_path / "example.c"), "-o", exe, "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert subprocess.run([exe]).returncode == 0
