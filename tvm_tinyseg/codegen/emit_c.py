@@ -129,8 +129,7 @@ def io_tensors(table: LifetimeTable, inputs=(), outputs=()) -> dict:
 
 
 def _status_defines() -> list:
-    width = max(len(name) for name, _, _ in c_api.STATUS_CODES)
-    return [f"#define TINYSEG_{name:<{width}} {value:>2}  /* {meaning} */" for name, value, meaning in c_api.STATUS_CODES]
+    return [f"#define TINYSEG_{name} {value}  /* {meaning} */" for name, value, meaning in c_api.STATUS_CODES]
 
 
 def _tensor_block(role: str, index: int, tensor: dict, offset: int) -> list:
