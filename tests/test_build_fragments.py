@@ -64,11 +64,10 @@ def _app_dir(tmp_path, build_file, text, model_dir):
     return app
 
 
-@pytest.mark.parametrize("storage", ["mmap", "file"])
-def test_makefile_fragment_builds_the_model(model, storage, tmp_path):
+def test_makefile_fragment_builds_the_model(model, tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make not installed")
-    result = compile_model(model, str(tmp_path / "seg"), module_name="seg", ram_budget=-1, storage=storage)
+    result = compile_model(model, str(tmp_path / "seg"), module_name="seg", ram_budget=-1, storage="mmap")
     assert result.memory_report["spilled"]
     app = _app_dir(tmp_path, "Makefile", MAKEFILE, tmp_path / "seg")
     proc = subprocess.run(["make", "-s", "-C", str(app)], capture_output=True, text=True)

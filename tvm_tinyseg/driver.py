@@ -29,7 +29,6 @@ from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 from tvm_tinyseg.targets import check_mcpu
 
-RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
 STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_remote.c"}
 # Headers a backend needs beside tinyseg_storage.h; the link itself (link_*.c) comes with the platform.
