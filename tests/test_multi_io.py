@@ -53,3 +53,14 @@ def test_cli_run_takes_one_input_per_model_input(model, tmp_path, capsys):
     os.remove(tmp_path / "y1.npy")
     assert main(args + ["--output", str(tmp_path / "y0.npy")]) == 1
     assert "1 --output given; the model has 2 outputs" in capsys.readouterr().err
+
+
+def test_an_input_returned_as_an_output_is_refused_in_one_line(tmp_path):
+    from int8_net import Net
+    from tvm_tinyseg.errors import UnsupportedModelError
+
+    n = Net()
+    y = n.conv(n.x, 4)
+    n.b.save(str(tmp_path / "passthrough.tflite"), inputs=[n.x], outputs=[y, n.x])
+    with pytest.raises(UnsupportedModelError, match=r"passthrough.tflite: output '\w+' is a model input"):
+        compile_model(str(tmp_path / "passthrough.tflite"))
