@@ -7,7 +7,8 @@ step, and until the last step). Views (``R.reshape`` after RewriteDataflowReshap
 the tensor they view, so their uses extend that tensor's lifetime.
 
 Expected form: a dataflow ``main`` after LegalizeOps/FuseTIR, i.e. bindings of
-``R.call_tir(kernel, args, out_ty)``, ``R.reshape(x, shape)`` and aliases.
+``R.call_tir(kernel, args, out_ty)``, ``R.reshape(x, shape)`` and aliases; a model with several
+outputs returns a tuple of them.
 """
 from dataclasses import dataclass, field
 
@@ -86,7 +87,12 @@ class LifetimeTable:
     tensors: dict  # name -> Tensor, in order of production
     constants: list  # numpy arrays, indexed by Step.args' ints
     inputs: list  # names of the function's input tensors
-    output: str  # name of the tensor the function returns
+    output: str  # name of the (first) tensor the function returns
+    outputs: list = None  # names of all returned tensors, in model order (default: [output])
+
+    def __post_init__(self):
+        if self.outputs is None:
+            self.outputs = [self.output]
 
     def ram_tensors(self):
         return [t for t in self.tensors.values() if not t.in_storage]
@@ -171,6 +177,7 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
         inputs.append(name)
 
     constant_of = {}  # relax Var bound to a constant -> the constant
+    tuple_of = {}  # relax Var bound to a tuple of tensors (the returned outputs) -> its fields
 
     def operand(arg, step):
         arg = constant_of.get(arg, arg) if isinstance(arg, relax.Var) else arg
@@ -192,8 +199,12 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
             var, value = binding.var, binding.value
             if isinstance(value, tvm.ir.GenericConst):
                 constant_of[var] = value
+            elif isinstance(value, relax.Var) and value in tuple_of:
+                tuple_of[var] = tuple_of[value]
             elif isinstance(value, relax.Var):
                 storage_of[var] = storage_of[value]
+            elif isinstance(value, relax.Tuple):
+                tuple_of[var] = list(value.fields)
             elif isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.reshape"):
                 storage_of[var] = storage_of[value.args[0]]
             elif isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.call_tir"):
@@ -209,9 +220,14 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
                 op = getattr(value, "op", value)
                 raise UnsupportedModelError(f"cannot plan memory for binding '{var.name}' = {getattr(op, 'name', op)}")
     result = func.body.body
-    if not (isinstance(result, relax.Var) and result in storage_of):
-        raise UnsupportedModelError("the model must return a single tensor")
-    output = storage_of[result]
-    tensors[output].is_output = True
-    tensors[output].end_of_run = max(len(steps) - 1, 0)
-    return LifetimeTable(steps, tensors, constants, inputs, output)
+    fields = tuple_of.get(result, list(result.fields) if isinstance(result, relax.Tuple) else [result])
+    if not all(isinstance(f, relax.Var) and f in storage_of for f in fields):
+        raise UnsupportedModelError("the model must return tensors computed from its inputs")
+    outputs = [storage_of[f] for f in fields]
+    for name in outputs:
+        if tensors[name].is_input or outputs.count(name) > 1:
+            raise UnsupportedModelError(f"output '{name}' is a model input or another output; "
+                                        "every output must be a tensor of its own")
+        tensors[name].is_output = True
+        tensors[name].end_of_run = max(len(steps) - 1, 0)
+    return LifetimeTable(steps, tensors, constants, inputs, outputs[0], outputs)

@@ -107,8 +107,9 @@ def test_kernel_writing_past_its_output_into_a_live_buffer_is_caught(compiled_zo
     host.run(str(tmp_path / "release"), _input(result), release)
 
 
-def test_error_codes_are_declared_apart_from_the_storage_codes():
-    header = open(os.path.join(os.path.dirname(host.HARNESS), "tinyseg_storage.h")).read()
+def test_error_codes_are_declared_apart_from_the_storage_codes(compiled_zoo):
+    _, out_dir, _ = compiled_zoo.get(SMALL)
+    header = open(os.path.join(out_dir, "tinyseg_model.h")).read()
     codes = {name: int(value) for name, value in re.findall(r"#define (TINYSEG_ERR_\w+) (\d+)", header)}
     assert codes["TINYSEG_ERR_ARENA_CANARY"] == ERR_ARENA_CANARY
     assert codes["TINYSEG_ERR_BUFFER_CLOBBERED"] == ERR_BUFFER_CLOBBERED

@@ -9,6 +9,7 @@ import re
 import sys
 
 from tvm_tinyseg import targets
+from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.pass_config import OPTIONS, STORAGE_KINDS
 
@@ -112,6 +113,9 @@ def cmd_compile(args) -> int:
     config = pass_config(args)
     if config:
         register_options()
+    if args.project and args.module_name != DEFAULT_MODULE_NAME:
+        raise TinySegError(f"--project {args.project} builds one model named {DEFAULT_MODULE_NAME}; "
+                           f"--module-name {args.module_name} is for the plain C output (its NAME.mk/NAME.cmake)")
     if args.project == "qemu_cortex_m" and args.mcpu not in (None, QEMU_MCPU):
         raise TinySegError(f"--project qemu_cortex_m is a {QEMU_MCPU} board; --mcpu {args.mcpu} does not match it")
     board_budget = args.ram_budget if args.ram_budget is not None else config.get("tinyseg.ram_budget")
@@ -123,7 +127,7 @@ def cmd_compile(args) -> int:
     with tvm.transform.PassContext(config=config):
         result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
                                storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                               mcpu=args.mcpu)
+                               mcpu=args.mcpu, module_name=args.module_name)
     if export:
         export(args.output, board_budget)
     report = result.memory_report
@@ -155,18 +159,32 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from tvm_tinyseg.platforms import host
+    from tvm_tinyseg.platforms.model_io import io_spec
 
     if not os.path.isfile(os.path.join(args.dir, "io.json")):
         raise TinySegError(f"{args.dir}: not a compiled model directory (no io.json; run 'tinyseg compile' first)")
-    with open(os.path.join(args.dir, "io.json")) as f:
-        spec = json.load(f)["input"]
-    if args.input:
+    spec = io_spec(args.dir)
+    inputs, outputs = spec["inputs"], spec["outputs"]
+    if args.input and len(args.input) != len(inputs):
+        raise TinySegError(f"{len(args.input)} --input given; the model has {len(inputs)} inputs "
+                           f"({', '.join(t.get('name', '?') for t in inputs)}): give one --input per input, in order")
+    if args.output and len(args.output) != len(outputs):
+        raise TinySegError(f"{len(args.output)} --output given; the model has {len(outputs)} outputs: "
+                           "give one --output per output, in order")
+    name = spec.get("module_name", DEFAULT_MODULE_NAME)
+    if args.platform != "host" and (len(inputs) > 1 or len(outputs) > 1 or name != DEFAULT_MODULE_NAME):
+        raise TinySegError(f"--platform {args.platform} runs single-input, single-output models compiled without "
+                           "--module-name; use --platform host")
+    xs = []
+    for i, want in enumerate(inputs):
+        if not args.input:
+            xs.append(np.zeros(want["shape"], dtype=want["dtype"]))
+            continue
         try:
-            x = np.load(args.input)
+            xs.append(np.load(args.input[i]))
         except (OSError, ValueError) as err:
-            raise TinySegError(f"{args.input}: cannot read input array ({err})") from None
-    else:
-        x = np.zeros(spec["shape"], dtype=spec["dtype"])
+            raise TinySegError(f"{args.input[i]}: cannot read input array ({err})") from None
+    x = xs[0] if len(xs) == 1 else xs
     if args.platform == "qemu":
         _check_mcpu_for_qemu(args.dir)
     _progress(f"building {args.dir} for {args.platform}")
@@ -182,9 +200,11 @@ def cmd_run(args) -> int:
         y = avr.run(args.dir, x, stats)
     else:
         y = host.run(args.dir, x, host.build(args.dir), stats)
-    if args.output:
-        np.save(args.output, y)
-    print(f"output {y.dtype} {list(y.shape)}" + (f" written to {args.output}" if args.output else ""))
+    ys = y if isinstance(y, list) else [y]
+    for i, array in enumerate(ys):
+        if args.output:
+            np.save(args.output[i], array)
+        print(f"output {array.dtype} {list(array.shape)}" + (f" written to {args.output[i]}" if args.output else ""))
     print(f"storage: {stats.get('storage_written', 0)} B written, {stats.get('storage_read', 0)} B read")
     if args.platform == "qemu":
         print(f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
@@ -364,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors are spilled to storage to meet it")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
+                   help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
+                        "so several models link into one firmware")
     p.add_argument("--project", choices=["qemu_cortex_m", "zephyr", "arduino"],
                    help="also write a ready board project into the output directory (its RAM budget: --ram-budget)")
     p.set_defaults(func=cmd_compile)
@@ -385,8 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "avr: the Arduino sketch (arduino-builder) in simavr, ATmega2560")
     p.add_argument("--ram-budget", type=parse_size, metavar="SIZE",
                    help="qemu: the firmware's RAM region (arena, data and stack must fit at link time)")
-    p.add_argument("--input", help="input array (.npy); zeros when omitted")
-    p.add_argument("--output", help="where to save the output array (.npy)")
+    p.add_argument("--input", action="append", metavar="NPY",
+                   help="input array (.npy), once per model input in model order; zeros when omitted")
+    p.add_argument("--output", action="append", metavar="NPY",
+                   help="where to save an output array (.npy), once per model output in model order")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="TFLite Micro, TVM and TinySeg side by side on one or more models")

@@ -4,21 +4,22 @@ Each stage hands the next a plain object (ImportedModel, IRModule, MemoryPlan, C
 tests and benchmarks can stop at any of them; the memory plan is tvm_tinyseg/memory_planning.py's.
 """
 import dataclasses
-import json
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
+from tvm_tinyseg import __version__
 from tvm_tinyseg.codegen import emit_c
+from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name, rename
+from tvm_tinyseg.codegen.model_files import write_model_dir
 from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
-from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS
+from tvm_tinyseg.model_dir import STORAGE_BACKENDS
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
@@ -82,6 +83,7 @@ class CompileResult:
     options: TinySegOptions
     files: dict = field(default_factory=dict)  # file name -> text
     mcpu: str = None  # the CPU the C is meant for (recorded only; the C is the same for all)
+    module_name: str = DEFAULT_MODULE_NAME  # prefix of every C symbol, macro and file name
 
     @property
     def mod(self) -> tvm.IRModule:  # the kernels, spills inserted
@@ -101,8 +103,6 @@ class CompileResult:
 
     @property
     def memory_report(self) -> dict:
-        inp = self.table.tensors[self.table.inputs[0]]
-        out = self.table.tensors[self.table.output]
         return {
             "model": os.path.basename(self.model.path),
             "target": C_TARGET,
@@ -117,8 +117,8 @@ class CompileResult:
             "moved_bytes": self.memory.moved_bytes,
             "spilled": spill_report(self.table),
             "weight_bytes": self.table.weight_bytes(),
-            "input_bytes": inp.nbytes,
-            "output_bytes": out.nbytes,
+            "input_bytes": sum(self.table.tensors[t].nbytes for t in self.table.inputs),
+            "output_bytes": sum(self.table.tensors[t].nbytes for t in self.table.outputs),
             "peak_live_bytes": self.table.peak_live_bytes(),
             "lower_bound_bytes": self.table.largest_tensor_bytes(),
             # what no placement of this plan's buffers can beat (overwrite pairs sharing bytes)
@@ -131,25 +131,16 @@ class CompileResult:
 
     @property
     def io_spec(self) -> dict:
-        """Shapes and dtypes of the runner's input and output buffers (read by ``tinyseg run``)."""
-        spec = {}
-        for role, name in (("input", self.table.inputs[0]), ("output", self.table.output)):
-            tensor = self.table.tensors[name]
-            spec[role] = {"shape": list(tensor.shape), "dtype": tensor.dtype}
-        return spec
+        """The runner's inputs and outputs in model order (shape, dtype, bytes, scale, zero point;
+        read by ``tinyseg run``); ``input``/``output`` repeat the first of each."""
+        io = emit_c.io_tensors(self.table, self.model.inputs, self.model.outputs)
+        return {"module_name": self.module_name, "input": io["inputs"][0], "output": io["outputs"][0], **io}
 
     def write(self, out_dir: str) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        for name, text in self.files.items():
-            with open(os.path.join(out_dir, name), "w") as f:
-                f.write(text)
         backend = STORAGE_BACKENDS["model"][self.options.storage]
-        for name in ("tinyseg_arith.h", "tinyseg_storage.h", *backend.sources, *backend.headers):
-            shutil.copy(os.path.join(RUNTIME_DIR, name), out_dir)
-        for name, report in (("memory.json", self.memory_report), ("io.json", self.io_spec)):
-            with open(os.path.join(out_dir, name), "w") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
+        runtime = ["tinyseg_arith.h", "tinyseg_storage.h", *backend.sources, *backend.headers]
+        write_model_dir(out_dir, self.files, runtime, ["tinyseg_model.c", *backend.sources], self.module_name,
+                        __version__, {"memory.json": self.memory_report, "io.json": self.io_spec})
 
 
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
@@ -159,33 +150,33 @@ def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
 
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
-                  fuse_fetch: bool = None, planner: str = None, mcpu: str = None) -> CompileResult:
+                  fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
+                  module_name: str = DEFAULT_MODULE_NAME) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
-    memory.json."""
+    memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``)."""
     if mcpu is not None:
         check_mcpu(mcpu)
+    check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
                               planner=planner)
     model = load_model(path)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UnsupportedModelError(
-            f"{path}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "only single-input, single-output models are supported")
     try:
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
     kernels = build_c_kernels(memory.mod)
     table, plan, storage_plan = memory.table, memory.arena, memory.storage
-    result = CompileResult(model, memory, kernels, options, mcpu=mcpu)
-    result.files = {
-        "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size),
-        "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, storage_plan.offsets,
+    result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
+    io = result.io_spec
+    files = {
+        "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets, __version__),
+        "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io, storage_plan.offsets,
                                                     mapped_storage=options.storage == "mmap"),
     }
+    result.files = {rename(name, module_name): rename(text, module_name) for name, text in files.items()}
     if out_dir is not None:
         result.write(out_dir)
     return result

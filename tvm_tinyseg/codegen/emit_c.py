@@ -5,12 +5,13 @@ arena whose offsets the static planner chose. No TVM runtime, no malloc.
 """
 import numpy as np
 
-from tvm_tinyseg.codegen import program_memory
+from tvm_tinyseg.codegen import c_api, program_memory
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t",
            "int64": "int64_t", "float32": "float"}
-ARENA = "tinyseg_arena"
+ARENA = "arena"  # the runner's local pointer to the arena in use (static or the caller's)
+ARENA_ALIGN = 16
 
 # Row-window reads of spilled tensors from inside kernels: the first failure sticks, later reads
 # of the run are skipped (a dead link would time out on each), and the runner checks the status
@@ -38,14 +39,20 @@ VALUES_PER_LINE = 24
 CANARY_BYTES = 16  # keeps the arena 16-byte aligned inside its guarded allocation
 DEBUG_CHECKS = [
     "#ifdef TINYSEG_DEBUG_CANARIES",
+    "#ifdef TINYSEG_NO_STATIC_ARENA",
+    '#error "TINYSEG_DEBUG_CANARIES guards the static arena: build without TINYSEG_NO_STATIC_ARENA"',
+    "#endif",
     "#define TINYSEG_CANARY 0xA5u",
     "",
-    "static void tinyseg_debug_arm(void) {",
+    "/* Only the static arena has guard bytes; a caller's arena gets the buffer checks alone. */",
+    "static void tinyseg_debug_arm(const uint8_t *arena) {",
+    "  if (arena != tinyseg_arena) return;",
     "  memset(tinyseg_arena_guarded, TINYSEG_CANARY, TINYSEG_CANARY_BYTES);",
     "  memset(tinyseg_arena + TINYSEG_ARENA_BYTES, TINYSEG_CANARY, TINYSEG_CANARY_BYTES);",
     "}",
     "",
-    "static int tinyseg_debug_canaries_intact(void) {",
+    "static int tinyseg_debug_canaries_intact(const uint8_t *arena) {",
+    "  if (arena != tinyseg_arena) return 1;",
     "  for (uint32_t i = 0; i < TINYSEG_CANARY_BYTES; ++i) {",
     "    if (tinyseg_arena_guarded[i] != TINYSEG_CANARY) return 0;",
     "    if (tinyseg_arena[TINYSEG_ARENA_BYTES + i] != TINYSEG_CANARY) return 0;",
@@ -55,7 +62,7 @@ DEBUG_CHECKS = [
     "",
     "/* FNV-1a over the bytes of the buffers live at `step`, except those of buffer `written` (the",
     " * step's output, which may share bytes with an input whose rows it overwrites). */",
-    "static uint32_t tinyseg_debug_live_sum(int step, int written) {",
+    "static uint32_t tinyseg_debug_live_sum(const uint8_t *arena, int step, int written) {",
     "  const int n = (int)(sizeof(tinyseg_debug_buffers) / sizeof(tinyseg_debug_buffers[0]));",
     "  const uint32_t out_begin = written >= 0 ? tinyseg_debug_buffers[written].offset : 0u;",
     "  const uint32_t out_end = written >= 0 ? out_begin + tinyseg_debug_buffers[written].nbytes : 0u;",
@@ -64,17 +71,17 @@ DEBUG_CHECKS = [
     "    const tinyseg_debug_buffer_t *buf = &tinyseg_debug_buffers[b];",
     "    if (b == written || step < buf->first || step > buf->last) continue;",
     "    for (uint32_t at = buf->offset; at < buf->offset + buf->nbytes; ++at) {",
-    "      if (at < out_begin || at >= out_end) hash = (hash ^ tinyseg_arena[at]) * 16777619u;",
+    "      if (at < out_begin || at >= out_end) hash = (hash ^ arena[at]) * 16777619u;",
     "    }",
     "  }",
     "  return hash;",
     "}",
     "",
     "#define TINYSEG_DEBUG_BEFORE(step, written) \\",
-    "  const uint32_t tinyseg_live_sum_##step = tinyseg_debug_live_sum(step, written)",
+    "  const uint32_t tinyseg_live_sum_##step = tinyseg_debug_live_sum(arena, step, written)",
     "#define TINYSEG_DEBUG_AFTER(step, written) do { \\",
-    "    if (!tinyseg_debug_canaries_intact()) return TINYSEG_ERR_ARENA_CANARY; \\",
-    "    if (tinyseg_debug_live_sum(step, written) != tinyseg_live_sum_##step) return TINYSEG_ERR_BUFFER_CLOBBERED; \\",
+    "    if (!tinyseg_debug_canaries_intact(arena)) return TINYSEG_ERR_ARENA_CANARY; \\",
+    "    if (tinyseg_debug_live_sum(arena, step, written) != tinyseg_live_sum_##step) return TINYSEG_ERR_BUFFER_CLOBBERED; \\",
     "  } while (0)",
     "#else",
     "#define TINYSEG_DEBUG_BEFORE(step, written)",
@@ -106,36 +113,111 @@ def _const_array(name: str, array: np.ndarray, qualifier: str = "") -> str:
             f"{body}\n}};")
 
 
-def _io_ctype(table: LifetimeTable, name: str) -> str:
-    return C_TYPES[table.tensors[name].dtype]
+def io_tensors(table: LifetimeTable, inputs=(), outputs=()) -> dict:
+    """The runner's inputs and outputs in model order: name, shape, dtype, bytes and, from the
+    frontend's ``TensorInfo``s when given, the model's tensor name, scale and zero point."""
+    spec = {}
+    for role, names, infos in (("inputs", table.inputs, list(inputs)), ("outputs", table.outputs, list(outputs))):
+        spec[role] = []
+        for i, name in enumerate(names):
+            tensor = table.tensors[name]
+            info = infos[i] if i < len(infos) else None
+            spec[role].append({"name": info.name if info is not None else name, "shape": list(tensor.shape),
+                               "dtype": tensor.dtype, "bytes": tensor.nbytes,
+                               "scale": getattr(info, "scale", None), "zero_point": getattr(info, "zero_point", None)})
+    return spec
 
 
-def emit_model_header(table: LifetimeTable, arena_bytes: int, storage_bytes: int = 0) -> str:
-    (inp,) = table.inputs
-    inp_t, out_t = table.tensors[inp], table.tensors[table.output]
+def _status_defines() -> list:
+    return [f"#define TINYSEG_{name} {value}  /* {meaning} */" for name, value, meaning in c_api.STATUS_CODES]
+
+
+def _tensor_block(role: str, index: int, tensor: dict, offset: int) -> list:
+    """Shape, dtype, bytes, arena offset and quantization macros of one input or output."""
+    macro, ctype = f"TINYSEG_{role.upper()}{index}", C_TYPES[tensor["dtype"]]
+    dims = ", ".join(str(d) for d in tensor["shape"])
+    lines = [f"/* {role} {index}: '{tensor['name']}', {tensor['dtype']} [{dims}] */",
+             f"typedef {ctype} tinyseg_{role}{index}_t;",
+             f"#define {macro}_RANK {len(tensor['shape'])}",
+             f"#define {macro}_SHAPE {{{dims}}}",
+             f"#define {macro}_BYTES {tensor['bytes']}u",
+             f"#define {macro}_OFFSET {offset}u  /* its place in the arena */"]
+    if tensor["scale"] is not None:
+        lines += [f"#define {macro}_SCALE {float(np.float32(tensor['scale'])):.9g}f  /* real = SCALE * (q - ZERO_POINT) */",
+                  f"#define {macro}_ZERO_POINT ({tensor['zero_point']})"]
+    return lines
+
+
+def run_parameters(io: dict) -> str:
+    """``tinyseg_run``'s tensor parameters: every input, then every output, in model order."""
+    inputs = [f"const tinyseg_input{i}_t *input{i}" for i in range(len(io["inputs"]))]
+    outputs = [f"tinyseg_output{i}_t *output{i}" for i in range(len(io["outputs"]))]
+    return ", ".join(inputs + outputs)
+
+
+def emit_model_header(table: LifetimeTable, arena_bytes: int, storage_bytes: int, io: dict, offsets: dict,
+                      version: str) -> str:
+    """The model's C API: sizes, I/O shapes and quantization, status codes and the run calls."""
+    blocks = []
+    for role, names in (("input", table.inputs), ("output", table.outputs)):
+        for i, (name, tensor) in enumerate(zip(names, io[role + "s"])):
+            blocks += _tensor_block(role, i, tensor, offsets[name]) + [""]
+    sizes = {role: ", ".join(f"{t['bytes']}u" for t in io[role]) for role in ("inputs", "outputs")}
+    params = run_parameters(io)
     return "\n".join([
-        "/* Generated by tvm_tinyseg. */",
+        f"/* Generated by tvm_tinyseg {version}: the C API of one compiled model. */",
         "#ifndef TINYSEG_MODEL_H",
         "#define TINYSEG_MODEL_H",
         "#include <stdint.h>",
         "",
-        f"#define TINYSEG_ARENA_BYTES {arena_bytes}u   /* static arena: input, activations, output (RAM) */",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "",
+        f'#define TINYSEG_GENERATOR_VERSION "tvm_tinyseg {version}"',
+        "",
+        "/* Status codes of tinyseg_run() and of the storage calls. */",
+        *_status_defines(),
+        "",
+        f"#define TINYSEG_ARENA_BYTES {arena_bytes}u   /* arena: inputs, activations, outputs (RAM) */",
+        f"#define TINYSEG_ARENA_ALIGN {ARENA_ALIGN}u     /* alignment an arena passed to tinyseg_run_with_arena needs */",
         f"#define TINYSEG_WEIGHT_BYTES {table.weight_bytes()}u  /* const weights (flash) */",
         f"#define TINYSEG_STORAGE_BYTES {storage_bytes}u  /* storage pool for spilled tensors */",
-        f"#define TINYSEG_INPUT_BYTES {inp_t.nbytes}u   /* {inp_t.dtype} {list(inp_t.shape)} */",
-        f"#define TINYSEG_OUTPUT_BYTES {out_t.nbytes}u  /* {out_t.dtype} {list(out_t.shape)} */",
-        f"typedef {_io_ctype(table, inp)} tinyseg_input_t;",
-        f"typedef {_io_ctype(table, table.output)} tinyseg_output_t;",
+        f"#define TINYSEG_NUM_INPUTS {len(table.inputs)}",
+        f"#define TINYSEG_NUM_OUTPUTS {len(table.outputs)}",
+        f"#define TINYSEG_INPUT_SIZES {{{sizes['inputs']}}}    /* bytes of each input, in model order */",
+        f"#define TINYSEG_OUTPUT_SIZES {{{sizes['outputs']}}}  /* bytes of each output, in model order */",
         "",
-        "/* The input and output live in the arena, as in TFLite Micro. Write the input into",
-        " * tinyseg_input_buffer() and read the result from tinyseg_output_buffer() to need no RAM",
-        " * beyond the arena; other pointers work too, at the cost of one copy each. */",
-        "tinyseg_input_t *tinyseg_input_buffer(void);",
-        "tinyseg_output_t *tinyseg_output_buffer(void);",
+        *blocks,
+        "/* The first input and output, under the names of a single-input, single-output model. */",
+        "typedef tinyseg_input0_t tinyseg_input_t;",
+        "typedef tinyseg_output0_t tinyseg_output_t;",
+        "#define TINYSEG_INPUT_BYTES TINYSEG_INPUT0_BYTES",
+        "#define TINYSEG_OUTPUT_BYTES TINYSEG_OUTPUT0_BYTES",
+        "#define tinyseg_input_buffer tinyseg_input0_buffer",
+        "#define tinyseg_output_buffer tinyseg_output0_buffer",
         "",
-        "/* Runs one inference. Returns 0 on success. */",
-        "int tinyseg_run(const tinyseg_input_t *input, tinyseg_output_t *output);",
+        "/* Runs one inference on the caller's arena: at least TINYSEG_ARENA_BYTES, aligned to",
+        " * TINYSEG_ARENA_ALIGN (else TINYSEG_ERR_ARENA_SIZE / TINYSEG_ERR_ARENA_ALIGNMENT). Input i and output",
+        " * i live at TINYSEG_INPUTi_OFFSET / TINYSEG_OUTPUTi_OFFSET in it: tensors placed there are not copied. */",
+        f"int tinyseg_run_with_arena(void *arena, uint32_t arena_bytes, {params});",
         "",
+        "/* Unless TINYSEG_NO_STATIC_ARENA is defined, the model also has a static arena (section",
+        " * TINYSEG_ARENA_SECTION, default \".bss.tinyseg_arena\") and these calls use it. */",
+        "#ifndef TINYSEG_NO_STATIC_ARENA",
+        "/* Runs one inference; inputs, then outputs, in model order. Returns TINYSEG_OK (0) on success.",
+        " * Write the inputs into tinyseg_inputi_buffer() and read the outputs from tinyseg_outputi_buffer()",
+        " * to need no RAM beyond the arena; other pointers work too, at the cost of one copy each. */",
+        f"int tinyseg_run({params});",
+        "/* The same with the tensors as arrays of pointers (model order), for generic callers. */",
+        "int tinyseg_invoke(const void *const inputs[], void *const outputs[]);",
+        *[f"tinyseg_input{i}_t *tinyseg_input{i}_buffer(void);" for i in range(len(table.inputs))],
+        *[f"tinyseg_output{i}_t *tinyseg_output{i}_buffer(void);" for i in range(len(table.outputs))],
+        "#endif",
+        "",
+        "#ifdef __cplusplus",
+        "}",
+        "#endif",
         "#endif /* TINYSEG_MODEL_H */",
         "",
     ])
@@ -145,15 +227,14 @@ def _reads_storage(table, step) -> bool:
     return step.kind == "kernel" and any(isinstance(a, str) and table.tensors[a].in_storage for a in step.args)
 
 
-def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, kernels, storage_offsets=None,
-                      mapped_storage: bool = True) -> str:
-    """The whole runner translation unit: kernels, weights, arena and ``tinyseg_run``.
+def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, kernels, io: dict,
+                      storage_offsets=None, mapped_storage: bool = True) -> str:
+    """The whole runner translation unit: kernels, weights, arena and the run calls.
 
     ``storage_offsets`` places the spilled copies (``Tensor.in_storage``) in the storage pool. A
     kernel reading one gets, with ``mapped_storage``, a pointer into the mapped pool; otherwise the
     pool offset disguised as a pointer, which only ``tinyseg_stream_read`` interprets (the kernel
     reads row windows through it, see passes/stream_stored_rows.py)."""
-    (inp,) = table.inputs
     storage_offsets = storage_offsets or {}
     reads_storage = any(_reads_storage(table, s) for s in table.steps)
     weight_params, weights_in_flash = program_memory.weight_params(table)
@@ -167,10 +248,11 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
             return f"(void *)(uintptr_t){storage_offsets[arg]}u"
         return f"(void *)({ARENA} + {offsets[arg]})"
 
-    inp_off, out_off = offsets[inp], offsets[table.output]
-    calls = [f"  if ((const void *)input != (const void *)({ARENA} + {inp_off})) {{",
-             f"    memcpy({ARENA} + {inp_off}, input, TINYSEG_INPUT_BYTES);",
-             "  }"]
+    calls = []
+    for i, name in enumerate(table.inputs):
+        calls += [f"  if (inputs[{i}] != (const void *)({ARENA} + {offsets[name]})) {{",
+                  f"    memcpy({ARENA} + {offsets[name]}, inputs[{i}], TINYSEG_INPUT{i}_BYTES);",
+                  "  }"]
     if reads_storage and not mapped_storage:
         calls.append("  tinyseg_stream_status = TINYSEG_OK;")
     if reads_storage and mapped_storage:
@@ -178,7 +260,7 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
                   "  if (tinyseg_storage == NULL) return TINYSEG_ERR_STORAGE_MAP;"]
     guarded = [t for t in table.ram_tensors() if t.name in offsets]
     guard_index = {t.name: i for i, t in enumerate(guarded)}
-    calls.append("#ifdef TINYSEG_DEBUG_CANARIES\n  tinyseg_debug_arm();\n#endif")
+    calls.append(f"#ifdef TINYSEG_DEBUG_CANARIES\n  tinyseg_debug_arm({ARENA});\n#endif")
     for step in table.steps:
         written = guard_index.get(step.output, -1)
         calls.append(f"  TINYSEG_DEBUG_BEFORE({step.index}, {written});")
@@ -186,10 +268,21 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         if reads_storage and not mapped_storage and _reads_storage(table, step):
             calls.append("  TINYSEG_TRY(tinyseg_stream_status);")
         calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
-    calls += [f"  if ((void *)output != (void *)({ARENA} + {out_off})) {{",
-              f"    memcpy(output, {ARENA} + {out_off}, TINYSEG_OUTPUT_BYTES);",
-              "  }"]
+    for i, name in enumerate(table.outputs):
+        calls += [f"  if (outputs[{i}] != (void *)({ARENA} + {offsets[name]})) {{",
+                  f"    memcpy(outputs[{i}], {ARENA} + {offsets[name]}, TINYSEG_OUTPUT{i}_BYTES);",
+                  "  }"]
 
+    params = run_parameters(io)
+    tensor_args = ([f"input{i}" for i in range(len(table.inputs))], [f"output{i}" for i in range(len(table.outputs))])
+    pack = [f"  const void *const inputs[TINYSEG_NUM_INPUTS] = {{{', '.join(tensor_args[0])}}};",
+            f"  void *const outputs[TINYSEG_NUM_OUTPUTS] = {{{', '.join(tensor_args[1])}}};"]
+    buffers = []
+    for role, names in (("input", table.inputs), ("output", table.outputs)):
+        for i, name in enumerate(names):
+            buffers += [f"tinyseg_{role}{i}_t *tinyseg_{role}{i}_buffer(void) {{",
+                        f"  return (tinyseg_{role}{i}_t *)(void *)(tinyseg_arena + TINYSEG_{role.upper()}{i}_OFFSET);",
+                        "}", ""]
     parts = [
         "/* Generated by tvm_tinyseg: kernels, weights, static arena and the AoT-style runner. */",
         "#include <math.h>",
@@ -212,39 +305,59 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         "",
         *_arena_definition(arena_bytes, guarded, offsets),
         "",
-        "tinyseg_input_t *tinyseg_input_buffer(void) {",
-        f"  return (tinyseg_input_t *)(void *)({ARENA} + {inp_off});",
-        "}",
-        "",
-        "tinyseg_output_t *tinyseg_output_buffer(void) {",
-        f"  return (tinyseg_output_t *)(void *)({ARENA} + {out_off});",
-        "}",
-        "",
-        "int tinyseg_run(const tinyseg_input_t *input, tinyseg_output_t *output) {",
+        f"static int tinyseg_run_in(uint8_t *{ARENA}, const void *const inputs[], void *const outputs[]) {{",
         *calls,
         "  return TINYSEG_OK;",
         "}",
+        "",
+        f"int tinyseg_run_with_arena(void *arena, uint32_t arena_bytes, {params}) {{",
+        "  if (arena == NULL || arena_bytes < TINYSEG_ARENA_BYTES) return TINYSEG_ERR_ARENA_SIZE;",
+        "  if ((uintptr_t)arena % TINYSEG_ARENA_ALIGN != 0u) return TINYSEG_ERR_ARENA_ALIGNMENT;",
+        *pack,
+        "  return tinyseg_run_in((uint8_t *)arena, inputs, outputs);",
+        "}",
+        "",
+        "#ifndef TINYSEG_NO_STATIC_ARENA",
+        *buffers,
+        f"int tinyseg_run({params}) {{",
+        *pack,
+        "  return tinyseg_run_in(tinyseg_arena, inputs, outputs);",
+        "}",
+        "",
+        "int tinyseg_invoke(const void *const inputs[], void *const outputs[]) {",
+        "  return tinyseg_run_in(tinyseg_arena, inputs, outputs);",
+        "}",
+        "#endif",
         "",
     ]
     return "\n".join(parts)
 
 
 def _arena_definition(arena_bytes: int, guarded: list, offsets: dict) -> list:
-    """The static arena; in debug builds inside guard bytes, with the live-buffer table."""
+    """The static arena (unless TINYSEG_NO_STATIC_ARENA); in debug builds inside guard bytes,
+    with the live-buffer table."""
     size = max(arena_bytes, 16)
     rows = [f"  {{{offsets[t.name]}u, {t.nbytes}u, {t.first}, {t.last}}},  /* {t.name} */" for t in guarded]
+    attributes = f"__attribute__((aligned({ARENA_ALIGN}), section(TINYSEG_ARENA_SECTION)))"
     return [
+        "#ifndef TINYSEG_NO_STATIC_ARENA",
+        "#ifndef TINYSEG_ARENA_SECTION",
+        '#define TINYSEG_ARENA_SECTION ".bss.tinyseg_arena"',
+        "#endif",
         "#ifdef TINYSEG_DEBUG_CANARIES",
         f"#define TINYSEG_CANARY_BYTES {CANARY_BYTES}u",
-        f"static uint8_t {ARENA}_guarded[TINYSEG_CANARY_BYTES + {size}u + TINYSEG_CANARY_BYTES] "
-        "__attribute__((aligned(16)));",
-        f"#define {ARENA} ({ARENA}_guarded + TINYSEG_CANARY_BYTES)",
+        f"static uint8_t tinyseg_arena_guarded[TINYSEG_CANARY_BYTES + {size}u + TINYSEG_CANARY_BYTES] {attributes};",
+        "#define tinyseg_arena (tinyseg_arena_guarded + TINYSEG_CANARY_BYTES)",
+        "#else",
+        f"static uint8_t tinyseg_arena[{size}] {attributes};",
+        "#endif",
+        "#endif",
+        "",
+        "#ifdef TINYSEG_DEBUG_CANARIES",
         "typedef struct { uint32_t offset, nbytes; int first, last; } tinyseg_debug_buffer_t;",
         "static const tinyseg_debug_buffer_t tinyseg_debug_buffers[] = {",
         *rows,
         "};",
-        "#else",
-        f"static uint8_t {ARENA}[{size}] __attribute__((aligned(16)));",
         "#endif",
         "",
         *DEBUG_CHECKS,

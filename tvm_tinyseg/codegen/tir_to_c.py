@@ -133,12 +133,13 @@ class CKernels:
 
 
 _DROPPED_LINES = ("// tvm target:", '#include "tvm/', "#define TVM_EXPORTS", "#ifdef __cplusplus",
-                  'extern "C"', "#endif")
+                  'extern "C"', "#endif", "void* __tvm_ffi__library_ctx")
 
 
 def _clean_source(source: str, kernel_names) -> str:
     """Kernels become ``static`` (one translation unit with the runner); TVM's prototypes of
-    extern helpers (math functions, tinyseg_mbqm) are dropped: their headers declare them."""
+    extern helpers (math functions, tinyseg_mbqm) are dropped: their headers declare them. So is
+    the FFI library context global, which nothing reads and two models would both define."""
     lines = []
     for line in source.splitlines():
         if line.startswith(_DROPPED_LINES):

@@ -9,6 +9,8 @@ class TensorInfo:
     name: str
     shape: tuple
     dtype: str
+    scale: float = None  # per-tensor quantization (real = scale * (q - zero_point)); None if not quantized
+    zero_point: int = None
 
 
 @dataclass

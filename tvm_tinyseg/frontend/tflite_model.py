@@ -56,7 +56,11 @@ def _op_names(model, subgraph):
 def _tensor_info(subgraph, index) -> TensorInfo:
     t = subgraph.Tensors(index)
     dtype = _TENSOR_TYPES.get(t.Type(), f"type{t.Type()}")
-    return TensorInfo(t.Name().decode(), tuple(int(s) for s in t.ShapeAsNumpy()), dtype)
+    info = TensorInfo(t.Name().decode(), tuple(int(s) for s in t.ShapeAsNumpy()), dtype)
+    quant = t.Quantization()
+    if quant is not None and quant.ScaleLength() == 1:
+        info.scale, info.zero_point = float(quant.Scale(0)), int(quant.ZeroPoint(0))
+    return info
 
 
 # Per-axis (per-channel) quantization is supported on the axis TFLite quantizes weights and biases

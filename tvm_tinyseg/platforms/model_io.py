@@ -5,35 +5,44 @@ import os
 
 import numpy as np
 
+from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, STATUS_CODES
 from tvm_tinyseg.errors import TinySegError
 
 
 def io_spec(model_dir: str) -> dict:
+    """io.json, with the ``inputs``/``outputs`` lists also for a model compiled before they existed."""
     with open(os.path.join(model_dir, "io.json")) as f:
-        return json.load(f)
-
-
-def checked_input(model_dir: str, x: np.ndarray) -> dict:
-    """The model's io spec, after checking ``x`` has its input's shape and dtype."""
-    spec = io_spec(model_dir)
-    want = spec["input"]
-    if tuple(x.shape) != tuple(want["shape"]) or str(x.dtype) != want["dtype"]:
-        raise TinySegError(f"input has shape {tuple(x.shape)} {x.dtype}; the model expects "
-                           f"{tuple(want['shape'])} {want['dtype']}")
+        spec = json.load(f)
+    spec.setdefault("inputs", [spec["input"]])
+    spec.setdefault("outputs", [spec["output"]])
     return spec
 
 
-# tinyseg_run's failure statuses (codegen/runtime/tinyseg_storage.h).
-RUN_FAILURES = {
-    1: "a spilled tensor could not be written to storage",
-    2: "a fetch from storage failed or came back short",
-    3: "the model reads storage in place but the storage backend is not memory-mapped",
-    4: "the remote storage link failed or the server stopped answering",
-    5: "data fetched from storage failed its checksum",
-    6: "the storage server refused a request",
-    16: "debug build: a step wrote outside the arena (its guard bytes changed)",
-    17: "debug build: a step overwrote a buffer that was live across it",
-}
+def module_name(model_dir: str) -> str:
+    return io_spec(model_dir).get("module_name", DEFAULT_MODULE_NAME)
+
+
+def checked_inputs(model_dir: str, xs: list) -> dict:
+    """The model's io spec, after checking ``xs`` are as many arrays as it has inputs, each of
+    its input's shape and dtype."""
+    spec = io_spec(model_dir)
+    if len(xs) != len(spec["inputs"]):
+        raise TinySegError(f"{len(xs)} input arrays given; the model has {len(spec['inputs'])} inputs")
+    for i, (x, want) in enumerate(zip(xs, spec["inputs"])):
+        if tuple(x.shape) != tuple(want["shape"]) or str(x.dtype) != want["dtype"]:
+            which = f"input {i} ('{want['name']}')" if len(xs) > 1 and "name" in want else "input"
+            raise TinySegError(f"{which} has shape {tuple(x.shape)} {x.dtype}; the model expects "
+                               f"{tuple(want['shape'])} {want['dtype']}")
+    return spec
+
+
+def checked_input(model_dir: str, x: np.ndarray) -> dict:
+    """The model's io spec, after checking ``x`` has its (single) input's shape and dtype."""
+    return checked_inputs(model_dir, [x])
+
+
+# tinyseg_run's failure statuses (the TINYSEG_ERR_* codes of the generated model header).
+RUN_FAILURES = {value: meaning for _, value, meaning in STATUS_CODES if value != 0}
 
 
 def run_failure(stats: dict) -> str:

@@ -1,34 +1,50 @@
-/* Host harness for a generated model: raw input bytes in, raw output bytes out.
- * usage: tinyseg_host INPUT.bin OUTPUT.bin  — exit 0 on success. */
+/* Host harness for a generated model: raw input bytes in, raw output bytes out, one file per
+ * tensor in model order. usage: tinyseg_host IN0.bin [IN1.bin ...] OUT0.bin [OUT1.bin ...] */
 #include <stdio.h>
+#include <stdlib.h>
 #include "tinyseg_model.h"
 #include "tinyseg_storage.h"
 
-static tinyseg_input_t input[TINYSEG_INPUT_BYTES / sizeof(tinyseg_input_t)];
-static tinyseg_output_t output[TINYSEG_OUTPUT_BYTES / sizeof(tinyseg_output_t)];
+static const uint32_t input_bytes[TINYSEG_NUM_INPUTS] = TINYSEG_INPUT_SIZES;
+static const uint32_t output_bytes[TINYSEG_NUM_OUTPUTS] = TINYSEG_OUTPUT_SIZES;
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s INPUT.bin OUTPUT.bin\n", argv[0]);
+  const void *inputs[TINYSEG_NUM_INPUTS];
+  void *outputs[TINYSEG_NUM_OUTPUTS];
+  if (argc != 1 + TINYSEG_NUM_INPUTS + TINYSEG_NUM_OUTPUTS) {
+    fprintf(stderr, "usage: %s %d input files, then %d output files\n", argv[0], TINYSEG_NUM_INPUTS,
+            TINYSEG_NUM_OUTPUTS);
     return 64;
   }
-  FILE *f = fopen(argv[1], "rb");
-  if (f == NULL || fread(input, 1, sizeof(input), f) != sizeof(input)) {
-    fprintf(stderr, "%s: cannot read %u input bytes\n", argv[1], (unsigned)sizeof(input));
-    return 66;
+  for (int i = 0; i < TINYSEG_NUM_INPUTS; ++i) {
+    void *input = malloc(input_bytes[i]);
+    FILE *f = fopen(argv[1 + i], "rb");
+    if (input == NULL || f == NULL || fread(input, 1, input_bytes[i], f) != input_bytes[i]) {
+      fprintf(stderr, "%s: cannot read %u input bytes\n", argv[1 + i], (unsigned)input_bytes[i]);
+      return 66;
+    }
+    fclose(f);
+    inputs[i] = input;
   }
-  fclose(f);
-  int status = tinyseg_run(input, output);
+  for (int i = 0; i < TINYSEG_NUM_OUTPUTS; ++i) {
+    outputs[i] = malloc(output_bytes[i]);
+    if (outputs[i] == NULL) return 71;
+  }
+  int status = tinyseg_invoke(inputs, outputs);
   fprintf(stderr, "tinyseg-stats: status=%d storage_written=%lu storage_read=%lu\n", status,
           (unsigned long)tinyseg_storage_bytes_written, (unsigned long)tinyseg_storage_bytes_read);
   if (status != TINYSEG_OK) {
     fprintf(stderr, "tinyseg_run failed with status %d\n", status);
     return 70;
   }
-  f = fopen(argv[2], "wb");
-  if (f == NULL || fwrite(output, 1, sizeof(output), f) != sizeof(output)) {
-    fprintf(stderr, "%s: cannot write the output\n", argv[2]);
-    return 73;
+  for (int i = 0; i < TINYSEG_NUM_OUTPUTS; ++i) {
+    FILE *f = fopen(argv[1 + TINYSEG_NUM_INPUTS + i], "wb");
+    if (f == NULL || fwrite(outputs[i], 1, output_bytes[i], f) != output_bytes[i] || fclose(f) != 0) {
+      fprintf(stderr, "%s: cannot write the output\n", argv[1 + TINYSEG_NUM_INPUTS + i]);
+      return 73;
+    }
+    free(outputs[i]);
   }
-  return fclose(f) == 0 ? 0 : 73;
+  for (int i = 0; i < TINYSEG_NUM_INPUTS; ++i) free((void *)inputs[i]);
+  return 0;
 }

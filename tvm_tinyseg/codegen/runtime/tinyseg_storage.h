@@ -5,17 +5,11 @@
 #define TINYSEG_STORAGE_H
 #include <stdint.h>
 
-/* Return codes of the storage calls, and of tinyseg_run(). */
-#define TINYSEG_OK 0
-#define TINYSEG_ERR_STORAGE_WRITE 1 /* a spill could not be written */
-#define TINYSEG_ERR_STORAGE_READ 2  /* a fetch failed or returned fewer bytes */
-#define TINYSEG_ERR_STORAGE_MAP 3   /* the model reads storage in place but the backend is not memory-mapped */
-#define TINYSEG_ERR_STORAGE_LINK 4     /* remote storage: the link failed or the server did not answer in time */
-#define TINYSEG_ERR_STORAGE_CHECKSUM 5 /* remote storage: frames kept failing their CRC after the retries */
-#define TINYSEG_ERR_STORAGE_REFUSED 6  /* remote storage: the server refused (out of range, no session, too big) */
-/* Debug builds (-DTINYSEG_DEBUG_CANARIES) only: a step wrote outside its output. */
-#define TINYSEG_ERR_ARENA_CANARY 16      /* the guard bytes before or after the arena changed */
-#define TINYSEG_ERR_BUFFER_CLOBBERED 17  /* a buffer live across the step (not its output) changed */
+#include "tinyseg_model.h" /* the status codes (TINYSEG_OK, TINYSEG_ERR_*) the calls return */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 int tinyseg_storage_write(uint32_t offset, const void *src, uint32_t nbytes);
 int tinyseg_storage_read(uint32_t offset, void *dst, uint32_t nbytes);
@@ -27,4 +21,7 @@ uint8_t *tinyseg_storage_map(void);
 extern uint32_t tinyseg_storage_bytes_written;
 extern uint32_t tinyseg_storage_bytes_read;
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* TINYSEG_STORAGE_H */
