@@ -23,6 +23,7 @@ from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch
 from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
+from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
@@ -44,6 +45,7 @@ def kernel_passes(options: TinySegOptions):
                          planner=options.planner, overwrite_rows=options.overwrite_rows),
     ] if options.enable else []
     return [
+        LowerQuantizedResizeAndMean(),
         LowerFakeQuantToInteger(),
         # TFLite's NHWC transposed conv has no legalization; its NCHW form has.
         relax.transform.ConvertLayout({"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
