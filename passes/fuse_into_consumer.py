@@ -73,6 +73,9 @@ class FuseDataMovementIntoConsumer:
     """Compute concat/resize/pad kernels inside their single consumer (see module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        # FuseTIR leaves its kernels without a pattern: a resize that FuseOps grouped with the
+        # concat reading it (fused_qresize_nearest_concatenate) would never be a candidate.
+        mod = relax.transform.AnnotateTIROpPattern()(mod)
         for _ in range(MAX_ROUNDS):
             fuser = _Fuser(mod, mod["main"])
             if not fuser.candidates:

@@ -274,3 +274,47 @@ def test_bilinear_with_both_flags_is_refused_like_tflite_micro(tmp_path):
         compile_model(path)
     with pytest.raises(RuntimeError):
         tflm_reference(path, seeded_input(ODD, np.int8, 0))
+
+
+# ---- resize → concat → conv computed inside the conv ------------------------------------------
+def upsampling_unet(path, upsample, size=24, widths=(4, 8, 16)):
+    """A Keras-style U-Net: two MaxPool levels, each decoder level a 1x1 conv, a 2x UpSampling2D
+    (``nearest`` or half-pixel ``bilinear``), a skip concatenation and two 3x3 convs."""
+    net = Net((1, size, size, 1))
+
+    def double_conv(x, channels):
+        return net.conv(net.conv(x, channels, activation="RELU"), channels, activation="RELU")
+
+    skips, x = [], net.x
+    for channels in widths[:-1]:
+        x = double_conv(x, channels)
+        skips.append(x)
+        x = net.pool(x, "MAX_POOL_2D", (2, 2), 2, "VALID")
+    x = double_conv(x, widths[-1])
+    for skip, channels in zip(reversed(skips), reversed(widths[:-1])):
+        x = net.conv(x, channels, kernel=1, out_q=net.qparams(skip))  # CONCATENATION needs equal qparams
+        _, h, w, _ = net.shape(x)
+        if upsample == "nearest":
+            x = net.resize_nearest(x, [2 * h, 2 * w])
+        else:
+            x = bilinear([2 * h, 2 * w], half_pixel_centers=True)(net, x)
+        x = double_conv(net.concat([skip, x], 3), channels)
+    return net.save(path, net.conv(x, 1, kernel=1))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_upsample_concat_is_computed_inside_the_conv(upsample, tmp_path):
+    path = upsampling_unet(tmp_path / "model.tflite", upsample)
+    out_dir = str(tmp_path / "min")
+    result = compile_model(path, out_dir, ram_budget=SMALLEST_FEASIBLE)
+    concat_shapes = {(1, 24, 24, 8), (1, 12, 12, 16)}
+    assert not [t for t in result.table.tensors.values() if tuple(t.shape) in concat_shapes], \
+        "a concatenated tensor is materialised"
+    fused = [s.kernel for s in result.table.steps if "concatenate" in s.kernel]
+    assert len(fused) == 2 and all(f"resize_{upsample}" in k and "_into_qconv2d" in k for k in fused), fused
+    unfused = compile_model(path, tinyseg=False).memory_report["arena_bytes"]
+    assert result.memory_report["arena_bytes"] < unfused
+    exe = host.build(out_dir)
+    for seed in SEEDS:
+        x = seeded_input((1, 24, 24, 1), np.int8, seed)
+        np.testing.assert_array_equal(host.run(out_dir, x, exe), tflm_reference(path, x))
