@@ -183,6 +183,8 @@ CASES = {
                                           begin_mask=1, end_mask=0b1010), ODD),
     "strided-slice-shrink": (strided_slice([0, 3, 0, 0], [1, 4, 9, 3], [1, 1, 2, 1], [1, 5, 3], shrink_axis_mask=2),
                              ODD),
+    "strided-slice-reverse": (strided_slice([0, -1, 7, 0], [1, 0, 0, 3], [1, -1, -2, 1], [1, 7, 4, 3], end_mask=2),
+                              ODD),
     "arg-max-channels": (arg_max(), (1, 7, 9, 16)),
     "arg-max-ties": (arg_max(coarse=True), (1, 7, 9, 16)),
 }
