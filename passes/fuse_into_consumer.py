@@ -8,7 +8,10 @@ The producer must be a pure data-movement kernel (TVM op pattern "injective": co
 pad, ...; not elementwise arithmetic, which the consumer would recompute at every tap) whose only
 user is the consumer. The pair is grouped into a Primitive function and merged by FuseTIR; the
 MCUSchedule pass then inlines the producer's loop nest, so the consumer reads its inputs "as if
-concatenated". Chains (resize → concat → conv) fuse in successive rounds.
+concatenated". Chains (resize → concat → conv) fuse in successive rounds, or at once when FuseOps
+already grouped the resize with its concat. A bilinear resize is injective too: the consumer
+recomputes its four-tap interpolation at each of its own taps, the price of never storing the
+upsampled (and concatenated) tensor.
 """
 import tvm
 from tvm import relax
