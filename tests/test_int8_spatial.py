@@ -3,7 +3,8 @@ SPACE_TO_DEPTH, TRANSPOSE, SPLIT/SPLIT_V, STRIDED_SLICE, ARG_MAX — written wit
 int8 bit-exact with TFLite Micro (ARG_MAX's int64 output, which TFLM lacks, with LiteRT's
 reference kernels), float within 1e-5 of LiteRT; every model also compiled with TinySeg at the
 smallest RAM budget. Models have one input and one output: SPLIT's parts are concatenated back
-in another order.
+in another order. Last, a U-Net with UpSampling2D (nearest or bilinear): the upsampled and
+concatenated tensors are computed inside the conv reading them, still bit-exact.
 """
 import numpy as np
 import pytest
@@ -304,7 +305,7 @@ def upsampling_unet(path, upsample, size=24, widths=(4, 8, 16)):
     return net.save(path, net.conv(x, 1, kernel=1))
 
 
-@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+@pytest.mark.parametrize("upsample", [pytest.param("nearest", marks=pytest.mark.slow), "bilinear"])
 def test_upsample_concat_is_computed_inside_the_conv(upsample, tmp_path):
     path = upsampling_unet(tmp_path / "model.tflite", upsample)
     out_dir = str(tmp_path / "min")
