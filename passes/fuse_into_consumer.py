@@ -8,7 +8,10 @@ The producer must be a pure data-movement kernel (TVM op pattern "injective": co
 pad, ...; not elementwise arithmetic, which the consumer would recompute at every tap) whose only
 user is the consumer. The pair is grouped into a Primitive function and merged by FuseTIR; the
 MCUSchedule pass then inlines the producer's loop nest, so the consumer reads its inputs "as if
-concatenated". Chains (resize → concat → conv) fuse in successive rounds.
+concatenated". Chains (resize → concat → conv) fuse in successive rounds, or at once when FuseOps
+already grouped the resize with its concat. A bilinear resize is injective too: the consumer
+recomputes its four-tap interpolation at each of its own taps, the price of never storing the
+upsampled (and concatenated) tensor.
 """
 import tvm
 from tvm import relax
@@ -73,6 +76,9 @@ class FuseDataMovementIntoConsumer:
     """Compute concat/resize/pad kernels inside their single consumer (see module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        # FuseTIR leaves its kernels without a pattern: a resize that FuseOps grouped with the
+        # concat reading it (fused_qresize_nearest_concatenate) would never be a candidate.
+        mod = relax.transform.AnnotateTIROpPattern()(mod)
         for _ in range(MAX_ROUNDS):
             fuser = _Fuser(mod, mod["main"])
             if not fuser.candidates:

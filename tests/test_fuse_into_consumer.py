@@ -141,3 +141,27 @@ def test_fuse_matches_expected_module():
     """Before/Expected: the concat becomes the first block of its consumer's kernel (MCUSchedule
     inlines it later)."""
     tvm.ir.assert_structural_equal(FuseDataMovementIntoConsumer()(ConcatThenReduce), ConcatInsideReduce)
+
+
+def test_upsample_grouped_with_its_concat_by_fuse_ops_still_fuses_into_the_conv():
+    """FuseOps groups resize2d with the concat reading it; FuseTIR's kernel has no op pattern until
+    the pass annotates it, and must still be computed inside the conv (UpSampling2D U-Nets)."""
+    @I.ir_module
+    class Upsample:
+        @R.function
+        def main(skip: R.Tensor((1, 6, 6, 4), "float32"), low: R.Tensor((1, 3, 3, 4), "float32")):
+            with R.dataflow():
+                up = R.image.resize2d(low, R.shape([6, 6]), layout="NHWC", method="nearest_neighbor",
+                                      coordinate_transformation_mode="asymmetric", rounding_method="floor")
+                c = R.concat((skip, up), axis=3)
+                y = R.nn.conv2d(c, R.const(W), padding=[1, 1, 1, 1], data_layout="NHWC", kernel_layout="HWIO")
+                R.output(y)
+            return y
+
+    with tvm.target.Target("c"):
+        before = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()])(Upsample)
+    assert len(analyze_lifetimes(before["main"]).steps) == 2
+    table = analyze_lifetimes(FuseDataMovementIntoConsumer()(before)["main"])
+    assert len(table.steps) == 1 and sorted(table.steps[0].args[:2]) == ["low", "skip"]

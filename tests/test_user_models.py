@@ -24,23 +24,19 @@ TFLM_OPS_FILE = os.path.join(os.path.dirname(MODELS_DIR), "docs", "tflm_builtin_
 _DYN = "dynamic batch (-1) refused"
 _SHAPE_OPS = "SHAPE/STRIDED_SLICE/PACK (shape subgraph of the unknown batch)"
 NOT_YET = {
-    "deeplabv3plus_mbv2_keras3.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND (dilated conv), "
-                                        "MEAN, RESIZE_BILINEAR",
-    "deeplabv3plus_mbv2_keras3_b1.tflite": "int8 MEAN (GlobalAveragePooling2D), RESIZE_BILINEAR",
-    "deeplabv3plus_mbv2_tfkeras.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND (dilated conv), "
-                                         "MEAN, RESIZE_BILINEAR",
+    "deeplabv3plus_mbv2_keras3.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND (dilated conv)",
+    "deeplabv3plus_mbv2_tfkeras.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND (dilated conv)",
     "enet_prelu_keras3.tflite": f"{_DYN}; int8 PRELU, SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND, {_SHAPE_OPS}",
     "enet_prelu_keras3_b1.tflite": "int8 PRELU",
     "enet_prelu_tfkeras.tflite": f"{_DYN}; int8 PRELU, SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND, {_SHAPE_OPS}",
-    "lraspp_mbv3s_keras3.tflite": f"{_DYN}; int8 HARD_SWISH, MEAN, RESIZE_BILINEAR",
-    "lraspp_mbv3s_keras3_b1.tflite": "int8 HARD_SWISH, MEAN, RESIZE_BILINEAR",
-    "lraspp_mbv3s_tfkeras.tflite": f"{_DYN}; int8 HARD_SWISH, MEAN, RESIZE_BILINEAR",
+    "lraspp_mbv3s_keras3.tflite": f"{_DYN}; int8 HARD_SWISH",
+    "lraspp_mbv3s_keras3_b1.tflite": "int8 HARD_SWISH",
+    "lraspp_mbv3s_tfkeras.tflite": f"{_DYN}; int8 HARD_SWISH",
     "mediapipe_style_float.tflite": "float TRANSPOSE_CONV with a fused RELU: TVM's frontend drops the "
                                     "activation (issue 10), relative error 0.2 from LiteRT",
     "torch_unet_qdq.onnx": "int8 ONNX (QuantizeLinear/DequantizeLinear, QDQ form) refused",
-    "unet_bilinear_keras3.tflite": f"{_DYN}; int8 RESIZE_BILINEAR",
-    "unet_bilinear_keras3_b1.tflite": "int8 RESIZE_BILINEAR",
-    "unet_bilinear_tfkeras.tflite": f"{_DYN}; int8 RESIZE_BILINEAR",
+    "unet_bilinear_keras3.tflite": _DYN,
+    "unet_bilinear_tfkeras.tflite": _DYN,
     "unet_nearest_keras3.tflite": f"{_DYN}; int8 TILE, EXPAND_DIMS, SHAPE/STRIDED_SLICE (UpSampling2D nearest)",
     "unet_nearest_keras3_b1.tflite": "int8 TILE (UpSampling2D nearest as RESHAPE/TILE)",
     "unet_nearest_softmax_keras3.tflite": f"{_DYN}; int8 TILE, EXPAND_DIMS, SHAPE/STRIDED_SLICE, SOFTMAX",

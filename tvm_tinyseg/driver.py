@@ -25,6 +25,7 @@ from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
+from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
 from tvm_tinyseg.targets import check_mcpu
 
 C_TARGET = "c"
@@ -35,6 +36,7 @@ def kernel_passes(options: TinySegOptions):
     data-movement kernels are computed inside their consumers."""
     return [
         LowerQDQToInteger(),
+        LowerQuantizedResizeAndMean(),
         LowerFakeQuantToInteger(),
         # TFLite's NHWC transposed conv has no legalization; its NCHW form has.
         relax.transform.ConvertLayout({"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),

@@ -57,3 +57,46 @@ def resize_nearest_nhwc_int8(out_shape, in_shape, align_corners, half_pixel_cent
         return te.compute(out_shape, lambda n, y, xx, c: x[n, source[0](y), source[1](xx), c], name="resize")
 
     return compute, tables
+
+
+def bilinear_scale_10(in_size, out_size, align_corners) -> int:
+    """TFLite's ResizeBilinearInteger step between output positions, in 1/1024 input pixels."""
+    if align_corners and out_size > 1:
+        return ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    return ((1 << 10) * in_size + out_size // 2) // out_size
+
+
+def resize_bilinear_nhwc_int8(out_shape, in_shape, align_corners, half_pixel_centers):
+    """TE builder for int8 RESIZE_BILINEAR (tflite reference_ops::ResizeBilinearInteger, no float).
+
+    Each output row (column) reads source rows ``lower``/``upper`` with weights ``1024 - frac`` and
+    ``frac``; the four products are summed and divided by 2^20, rounding half away from zero
+    (TFLM's non-single-rounding build). The input size is the output's quantization: no requantization.
+    Everything fits int32: the weights of one axis add up to 1024 and each is at least -512, so
+    |sum| <= 128 * 2048 * 2048 = 2^29.
+    """
+    axes = []
+    for axis in (1, 2):
+        in_size, out_size = int(in_shape[axis]), int(out_shape[axis])
+        axes.append((in_size, bilinear_scale_10(in_size, out_size, align_corners)))
+
+    def source(o, in_size, scale):
+        scaled = o * i32(scale) + i32(scale // 2 - (1 << 9) if half_pixel_centers else 0)
+        lower = tirx.max(tirx.truncdiv(scaled, i32(1 << 10)), i32(0))
+        upper = tirx.min(tirx.truncdiv(scaled + i32((1 << 10) - 1), i32(1 << 10)), i32(in_size - 1))
+        frac = scaled - lower * i32(1 << 10)
+        return lower, upper, i32(1 << 10) - frac, frac
+
+    def compute(x):
+        def interpolate(n, y, xx, c):
+            y0, y1, wy0, wy1 = source(y, *axes[0])
+            x0, x1, wx0, wx1 = source(xx, *axes[1])
+            at = lambda iy, ix: x[n, iy, ix, c].astype("int32")  # noqa: E731
+            total = (at(y0, x0) * wy0 * wx0 + at(y1, x0) * wy1 * wx0
+                     + at(y0, x1) * wy0 * wx1 + at(y1, x1) * wy1 * wx1)
+            half = tirx.if_then_else(total > i32(0), i32(1 << 19), i32(-(1 << 19)))
+            return tirx.truncdiv(total + half, i32(1 << 20)).astype("int8")
+
+        return te.compute(out_shape, interpolate, name="resize_bilinear")
+
+    return compute

@@ -9,6 +9,7 @@ from tvm.relax.frontend.tflite import tflite_frontend
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
 from .model import ImportedModel, TensorInfo
+from .tflite_spatial import QUANTIZED_DATA_MOVEMENT, SPATIAL_INT8_OPS, SpatialOpsConverter, check_spatial_ops
 from .tflite_verify import verify_tflite
 
 
@@ -22,20 +23,22 @@ _TENSOR_TYPES = {0: "float32", 2: "int32", 9: "int8", 3: "uint8", 7: "int16", 4:
 SUPPORTED_INT8_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "CONCATENATION", "ADD", "MUL", "LOGISTIC", "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2",
-    "RESHAPE", "QUANTIZE", "DEQUANTIZE"})
+    "RESHAPE", "QUANTIZE", "DEQUANTIZE"}) | SPATIAL_INT8_OPS
 
 
-class _OperatorConverter(tflite_frontend.OperatorConverter):
+class _OperatorConverter(SpatialOpsConverter, tflite_frontend.OperatorConverter):
     """TVM's TFLite converter with two gaps closed:
 
     * it refuses quantized RESIZE_NEAREST_NEIGHBOR and PAD, although both only move int8 values
       (PAD fills with the zero point) and need no requantization;
     * it crashes on an omitted optional input (index -1, e.g. a conv without bias): trailing
       omitted inputs are dropped, which is what the converters expect for "no bias".
+
+    The spatial and data-movement ops' gaps are closed by SpatialOpsConverter (tflite_spatial.py).
     """
 
     _SUPPORTED_QUANTIZED_OPS = tflite_frontend.OperatorConverter._SUPPORTED_QUANTIZED_OPS | {
-        "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2"}
+        "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2"} | QUANTIZED_DATA_MOVEMENT
 
     def get_input_tensors(self, op):
         indices = list(op.InputsAsNumpy())
@@ -127,6 +130,7 @@ def load_tflite(path: str) -> ImportedModel:
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
     _check_static_inputs(path, subgraph)
     _check_quantization(path, subgraph, ops)
+    check_spatial_ops(path, subgraph, ops)
     try:
         mod = tflite_frontend.from_tflite(model, op_converter=_OperatorConverter)
     except tvm.error.OpNotImplemented as err:
