@@ -1,0 +1,185 @@
+"""Activations and elementwise ops (RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH, TANH, PRELU,
+SOFTMAX, SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE), int8 bit-exact with TFLite Micro (LiteRT's
+reference kernels for RELU_N1_TO_1, which TFLM lacks) and float within 1e-5 of LiteRT.
+
+Unary int8 ops become 256-entry tables; ``test_table_matches_reference`` checks every table entry
+against the reference run on all 256 codes, for quantizations that reach the rounding edge cases
+(tiny and huge scale ratios, extreme zero points). The end-to-end tests compile one-op models to C
+and compare on seeded inputs.
+"""
+import numpy as np
+import pytest
+
+from conftest import SEEDS, seeded_input, tflm_reference
+from int8_net import ODD, Net
+from tflite_builder import TFLiteBuilder
+from tvm_tinyseg.driver import compile_model
+from tvm_tinyseg.errors import UnsupportedModelError
+from tvm_tinyseg.passes.int8 import activation_luts as luts
+from tvm_tinyseg.platforms import host
+
+runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+
+ALL_CODES = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 1, 256)
+TANH_OUT = (1.0 / 128.0, 0)
+SOFTMAX_OUT = (1.0 / 256.0, -128)
+# (input, output) quantizations: ordinary, tiny/huge scale ratios, extreme zero points
+QUANTIZATIONS = [
+    ((0.05, 0), (0.07, -1)),
+    ((0.1, -128), (0.0051, 127)),
+    ((0.0023, 37), (0.3, -100)),
+    ((1.5, 127), (0.9, -128)),
+    ((1.0 / 128.0, -5), (4.972098, -80)),
+    ((0.0317, 90), (0.0317, 90)),
+    ((0.00042, -60), (0.17, 3)),
+]
+
+
+def _reference(model, x, op_resolver=None):
+    """TFLM's output; LiteRT's reference kernels for ops TFLM does not have."""
+    if op_resolver is None:
+        return tflm_reference(model, x)
+    interpreter = litert.Interpreter(model_path=model, experimental_op_resolver_type=op_resolver)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _unary_model(path, op, in_q, out_q, options=None, dtype=np.int8, shape=ALL_CODES.shape):
+    b = TFLiteBuilder()
+    quant = (lambda q: q) if dtype == np.int8 else (lambda q: None)
+    x = b.tensor("x", shape, dtype, quant=quant(in_q))
+    y = b.tensor("y", shape, dtype, quant=quant(out_q))
+    b.op(op, [x], [y], options=options)
+    b.save(str(path), inputs=[x], outputs=[y])
+    return str(path)
+
+
+LEAKY = ("LeakyReluOptions", {"alpha": 0.2})
+NEGATIVE_LEAKY = ("LeakyReluOptions", {"alpha": -0.7})
+UNARY = {
+    "RELU": (None, lambda i, o: luts.relu_lut(*i, *o)),
+    "RELU6": (None, lambda i, o: luts.relu6_lut(*i)),
+    "LEAKY_RELU": (LEAKY, lambda i, o: luts.leaky_relu_lut(*i, *o, np.float32(0.2))),
+    "LEAKY_RELU-negative-alpha": (NEGATIVE_LEAKY, lambda i, o: luts.leaky_relu_lut(*i, *o, np.float32(-0.7))),
+    "HARD_SWISH": (None, lambda i, o: luts.hard_swish_lut(*i, *o)),
+    "TANH": (None, lambda i, o: luts.tanh_lut(*i, *TANH_OUT)),
+    "RELU_N1_TO_1": (None, lambda i, o: luts.relu_lut(*i, *o, act_min=-1.0, act_max=1.0)),
+}
+BUILTIN_REF = litert.OpResolverType.BUILTIN_REF
+
+
+@pytest.mark.parametrize("in_q,out_q", QUANTIZATIONS, ids=[f"q{i}" for i in range(len(QUANTIZATIONS))])
+@pytest.mark.parametrize("case", sorted(UNARY))
+def test_table_matches_reference(case, in_q, out_q, tmp_path):
+    op = case.split("-")[0]
+    options, table = UNARY[case]
+    out_q = TANH_OUT if op == "TANH" else out_q
+    if op == "HARD_SWISH" and in_q[0] > 128 * out_q[0]:
+        pytest.skip("TFLM refuses HARD_SWISH with this scale ratio (tested below)")
+    model = _unary_model(tmp_path / "m.tflite", op, in_q, out_q, options)
+    expected = _reference(model, ALL_CODES, BUILTIN_REF if op == "RELU_N1_TO_1" else None).reshape(256)
+    got = table(in_q, out_q)
+    wrong = np.nonzero(got != expected)[0]
+    assert wrong.size == 0, (f"codes {(wrong - 128).tolist()[:6]}: table {got[wrong].tolist()[:6]}, "
+                             f"reference {expected[wrong].tolist()[:6]}")
+
+
+def test_hard_swish_refuses_what_tflm_refuses(tmp_path):
+    in_q, out_q = (0.1, -128), (0.0005, 0)
+    with pytest.raises(UnsupportedModelError, match="HARD_SWISH"):
+        luts.hard_swish_lut(*in_q, *out_q)
+    with pytest.raises(RuntimeError):
+        tflm_reference(_unary_model(tmp_path / "m.tflite", "HARD_SWISH", in_q, out_q), ALL_CODES)
+
+
+# ---- end to end: one-op models compiled to C -------------------------------------------------
+def _unary(op, out_q=(0.043, -9), options=None):
+    def build(n):
+        y = n.activation(op.lower(), n.shape(n.x), *out_q)
+        n.b.op(op, [n.x], [y], options=options)
+        return y
+    return build
+
+
+def _prelu(alpha_shape, alpha_q=(0.0039, -20)):
+    """PRELU as Keras exports it: alpha (1, 1, C) with shared H, W axes, or (H, W, C)."""
+    def build(n):
+        alpha = n.activation("alpha", alpha_shape, *alpha_q,
+                             data=n.rng.integers(-128, 128, alpha_shape, dtype=np.int8))
+        y = n.activation("prelu", n.shape(n.x), 0.031, -40)
+        n.b.op("PRELU", [n.x, alpha], [y])
+        return y
+    return build
+
+
+def _binary(op, other, out_q, options=None):
+    def build(n):
+        b = other(n)
+        y = n.activation(op.lower(), list(np.broadcast_shapes(tuple(n.shape(n.x)), tuple(n.shape(b)))), *out_q)
+        n.b.op(op, [n.x, b], [y], options=options)
+        return y
+    return build
+
+
+def _constant(shape, q):
+    return lambda n: n.activation("k", shape, *q, data=n.rng.integers(-128, 128, shape, dtype=np.int8))
+
+
+def _softmax(channels):
+    def build(n):
+        logits = n.conv(n.x, channels, kernel=1, out_q=(0.09, 4))
+        y = n.activation("softmax", n.shape(logits), *SOFTMAX_OUT)
+        n.b.op("SOFTMAX", [logits], [y], options=("SoftmaxOptions", {"beta": 1.0}))
+        return y
+    return build
+
+
+H, W, C = ODD[1:]
+SUB = ("SubOptions", {"fused_activation_function": "NONE"})
+EXACT_CASES = {
+    "relu": _unary("RELU"),
+    "relu6": _unary("RELU6"),
+    "leaky-relu": _unary("LEAKY_RELU", options=LEAKY),
+    "hard-swish": _unary("HARD_SWISH"),
+    "tanh": _unary("TANH", TANH_OUT),
+    "prelu-channel-alpha": _prelu([1, 1, C]),
+    "prelu-full-alpha": _prelu([H, W, C]),
+    "softmax-6": _softmax(6),
+    "softmax-21": _softmax(21),
+    "sub-broadcast-channel": _binary("SUB", _constant([1, 1, 1, C], (0.021, -31)), (0.05, 4), SUB),
+    "sub-broadcast-spatial": _binary("SUB", _constant([1, H, W, 1], (0.08, 12)), (0.06, -3),
+                                     ("SubOptions", {"fused_activation_function": "RELU"})),
+    "squared-difference": _binary("SQUARED_DIFFERENCE", _constant([1, 1, 1, C], (0.03, 7)), (0.04, -128)),
+    "minimum": _binary("MINIMUM", _constant([1, 1, 1, C], (0.047, -7)), (0.047, -7)),
+    "maximum-spatial": _binary("MAXIMUM", _constant([1, H, W, 1], (0.047, -7)), (0.047, -7)),
+    "add-broadcast-spatial": _binary("ADD", _constant([1, H, W, 1], (0.03, 5)), (0.06, 2),
+                                     ("AddOptions", {"fused_activation_function": "NONE"})),
+    "mul-broadcast-spatial": _binary("MUL", _constant([1, H, W, 1], (0.03, 5)), (0.02, 2),
+                                     ("MulOptions", {"fused_activation_function": "NONE"})),
+}
+
+
+def _compile_and_run(path, tmp_path, dtype):
+    out_dir = str(tmp_path / "c")
+    compile_model(path, out_dir)
+    exe = host.build(out_dir)  # strict flags: -Wall -Wextra -Werror
+    return lambda x: host.run(out_dir, x, exe)
+
+
+@pytest.mark.parametrize("case", sorted(EXACT_CASES))
+def test_int8_op_matches_tflite_micro(case, tmp_path):
+    net = Net(ODD)
+    path = net.save(tmp_path / "model.tflite", EXACT_CASES[case](net))
+    run = _compile_and_run(path, tmp_path, np.int8)
+    for seed in SEEDS:
+        x = seeded_input(ODD, np.int8, seed)
+        got, expected = run(x), tflm_reference(path, x)
+        assert got.dtype == expected.dtype == np.int8 and got.shape == expected.shape
+        wrong = np.argwhere(got != expected)
+        assert wrong.size == 0, (
+            f"seed {seed}: {len(wrong)} of {got.size} outputs differ from TFLite Micro, first at "
+            f"{tuple(wrong[0])}: {got[tuple(wrong[0])]} vs {expected[tuple(wrong[0])]}")
+        assert len(np.unique(expected)) > 8, "degenerate reference output: the check would prove little"
