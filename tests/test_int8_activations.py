@@ -183,3 +183,39 @@ def test_int8_op_matches_tflite_micro(case, tmp_path):
             f"seed {seed}: {len(wrong)} of {got.size} outputs differ from TFLite Micro, first at "
             f"{tuple(wrong[0])}: {got[tuple(wrong[0])]} vs {expected[tuple(wrong[0])]}")
         assert len(np.unique(expected)) > 8, "degenerate reference output: the check would prove little"
+
+
+# ---- float: the same ops in float32, against LiteRT ------------------------------------------
+def _float_model(path, op, other_shape=None, options=None):
+    rng = np.random.default_rng(7)
+    b = TFLiteBuilder()
+    x = b.tensor("x", ODD, np.float32)
+    inputs = [x]
+    if other_shape is not None:
+        inputs.append(b.tensor("k", other_shape, np.float32, data=rng.standard_normal(other_shape).astype(np.float32)))
+    y = b.tensor("y", ODD, np.float32)
+    b.op(op, inputs, [y], options=options)
+    b.save(str(path), inputs=[x], outputs=[y])
+    return str(path)
+
+
+FLOAT_CASES = {
+    "relu": ("RELU", None, None), "relu6": ("RELU6", None, None), "relu-n1-to-1": ("RELU_N1_TO_1", None, None),
+    "leaky-relu": ("LEAKY_RELU", None, LEAKY), "hard-swish": ("HARD_SWISH", None, None),
+    "tanh": ("TANH", None, None), "softmax": ("SOFTMAX", None, ("SoftmaxOptions", {"beta": 1.0})),
+    "prelu-channel-alpha": ("PRELU", [1, 1, C], None), "prelu-full-alpha": ("PRELU", [H, W, C], None),
+    "sub-broadcast-spatial": ("SUB", [1, H, W, 1], SUB), "minimum": ("MINIMUM", [1, 1, 1, C], None),
+    "maximum": ("MAXIMUM", [1, H, W, 1], None), "squared-difference": ("SQUARED_DIFFERENCE", [1, 1, 1, C], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLOAT_CASES))
+def test_float_op_matches_litert(case, tmp_path):
+    op, other_shape, options = FLOAT_CASES[case]
+    path = _float_model(tmp_path / "model.tflite", op, other_shape, options)
+    run = _compile_and_run(path, tmp_path, np.float32)
+    for seed in SEEDS:
+        x = 4.0 * seeded_input(ODD, np.float32, seed)
+        got, expected = run(x), _reference(path, x, BUILTIN_REF)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()

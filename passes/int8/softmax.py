@@ -5,15 +5,17 @@ Per row: ``d = x - max(row)`` (an integer in [-255, 0]); ``exp(d)`` is gemmlowp'
 ``exp_on_negative_values`` of ``d`` rescaled to Q5.26 by ``input_multiplier`` (``beta *
 in_scale * 2^26``) — a function of ``d`` alone, so both ``exp(d)`` (Q0.31) and its Q12.19
 accumulation term are int32 tables built at compile time (0 where ``d < diff_min``, which TFLM
-skips). At run time: the row sum of the Q12.19 terms, its reciprocal (``GetReciprocal``: count
-leading zeros, then gemmlowp's ``one_over_one_plus_x_for_x_in_0_1``, three Newton-Raphson steps in
-Q2.29), and per element ``RoundingDivideByPOT(SRDHM(reciprocal, exp(d)), exponent) - 128``.
-The fixed-point arithmetic is written in TIR (int64 products, truncating division) so the same
-kernel runs in C and on the Relax VM.
+skips). At run time, in TIR: the row maximum and the row sum of the Q12.19 terms; then per element
+``tinyseg_softmax_unsat`` (codegen/runtime/tinyseg_arith.h): the sum's reciprocal (``GetReciprocal``:
+count leading zeros, gemmlowp's ``one_over_one_plus_x_for_x_in_0_1``, three Newton-Raphson steps in
+Q2.29), ``RoundingDivideByPOT(SRDHM(reciprocal, exp(d)), exponent)``; minus 128, clamped. The
+reciprocal is a C helper because, as TIR, MCUSchedule would inline its Newton-Raphson chain into one
+exponentially large expression; the C compiler hoists it out of the channel loop.
 """
 import math
 
 import numpy as np
+import tvm
 from tvm import te, tirx
 
 from tvm_tinyseg.errors import UnsupportedModelError
@@ -25,10 +27,7 @@ SCALED_DIFF_INTEGER_BITS = 5
 ACCUMULATION_INTEGER_BITS = 12
 OUTPUT_SCALE = np.float32(1.0 / 256.0)
 OUTPUT_ZERO_POINT = -128
-
-
-def _i64(value):
-    return tirx.const(value, "int64")
+UNSAT_OUTPUT = "tinyseg_softmax_unsat"  # codegen/runtime/tinyseg_arith.h
 
 
 def exp_tables(input_scale, beta=1.0) -> tuple:
@@ -49,48 +48,6 @@ def exp_tables(input_scale, beta=1.0) -> tuple:
     return exp_q0, accumulated
 
 
-# ---- gemmlowp int32 fixed point in TIR --------------------------------------------------------
-def _srdhm(a, b):
-    """SaturatingRoundingDoublingHighMul (int32)."""
-    ab = a.astype("int64") * b.astype("int64")
-    nudge = tirx.if_then_else(ab >= _i64(0), _i64(1 << 30), _i64(1 - (1 << 30)))
-    high = tirx.truncdiv(ab + nudge, _i64(1 << 31)).astype("int32")
-    return tirx.if_then_else(tirx.all(a == i32(-(1 << 31)), b == i32(-(1 << 31))), i32((1 << 31) - 1), high)
-
-
-def _saturating_left_shift(x, exponent: int):
-    """SaturatingRoundingMultiplyByPOT with a positive exponent."""
-    threshold = (1 << (31 - exponent)) - 1
-    return tirx.if_then_else(x > i32(threshold), i32((1 << 31) - 1), tirx.if_then_else(
-        x < i32(-threshold), i32(-(1 << 31)), x * i32(1 << exponent)))
-
-
-def _rounding_divide_by_pot(x, exponent):
-    mask = (tirx.shift_left(_i64(1), exponent.astype("int64")) - _i64(1)).astype("int32")
-    threshold = tirx.shift_right(mask, i32(1)) + tirx.if_then_else(x < i32(0), i32(1), i32(0))
-    return tirx.shift_right(x, exponent) + tirx.if_then_else(tirx.bitwise_and(x, mask) > threshold, i32(1), i32(0))
-
-
-def _one_over_one_plus_x_for_x_in_0_1(a):
-    """gemmlowp: 1 / (1 + a), a and result in Q0.31 (Newton-Raphson in Q2.29)."""
-    s = a.astype("int64") + _i64((1 << 31) - 1)  # RoundingHalfSum(a, One)
-    half_denominator = tirx.truncdiv(s + tirx.if_then_else(s >= _i64(0), _i64(1), _i64(-1)), _i64(2)).astype("int32")
-    x = i32(1515870810) + _srdhm(half_denominator, i32(-1010580540))
-    for _ in range(3):
-        one_minus_half_denominator_times_x = i32(1 << 29) - _srdhm(half_denominator, x)
-        x = x + _saturating_left_shift(_srdhm(x, one_minus_half_denominator_times_x), 2)
-    return _saturating_left_shift(x, 1)
-
-
-def _count_leading_zeros(x):
-    """Leading zero bits of a positive int32, by comparisons (no target intrinsic needed)."""
-    wide = x.astype("int64")
-    total = i32(0)
-    for bit in range(32):
-        total = total + tirx.if_then_else(wide < _i64(1 << bit), i32(1), i32(0))
-    return total
-
-
 def softmax_int8(out_shape, input_scale, input_zp, output_scale, output_zp, lo, hi, beta=1.0):
     """(TE builder, tables): the builder takes ``x`` and the two int32 exp tables."""
     del input_zp  # differences of codes do not depend on it
@@ -98,6 +55,9 @@ def softmax_int8(out_shape, input_scale, input_zp, output_scale, output_zp, lo, 
         raise UnsupportedModelError(
             f"int8 SOFTMAX needs output scale 1/256 and zero point -128 (TFLite Micro checks both), got "
             f"scale {float(output_scale):.9g} and zero point {int(output_zp)}")
+    target = tvm.target.Target.current(allow_none=True)
+    if target is not None and target.kind.name != "c":
+        raise UnsupportedModelError(f"int8 SOFTMAX is only implemented for the C target, not {target.kind.name}")
     tables = exp_tables(input_scale, beta)
     outer, depth = list(out_shape[:-1]), int(out_shape[-1])
 
@@ -108,22 +68,10 @@ def softmax_int8(out_shape, input_scale, input_zp, output_scale, output_zp, lo, 
         total = te.compute(outer, lambda *i: te.sum(exp_accumulated[row_max[i] - x[(*i, c2)].astype("int32")],
                                                      axis=c2), name="sum_of_exps")
 
-        def reciprocal(*i):
-            headroom = _count_leading_zeros(total[i])
-            shifted_minus_one = (tirx.shift_left(total[i].astype("int64"), headroom.astype("int64"))
-                                 - _i64(1 << 31)).astype("int32")
-            return _one_over_one_plus_x_for_x_in_0_1(shifted_minus_one)
-
-        scale = te.compute(outer, reciprocal, name="reciprocal")
-        # exponent = num_bits_over_unit + 31 - 8, num_bits_over_unit = 12 - headroom
-        exponent = te.compute(outer, lambda *i: i32(ACCUMULATION_INTEGER_BITS + 23) - _count_leading_zeros(total[i]),
-                              name="exponent")
-
         def value(*index):
             i = index[:-1]
             e = exp_q0[row_max[i] - x[index].astype("int32")]
-            return clamp_to_int8(_rounding_divide_by_pot(_srdhm(scale[i], e), exponent[i]) + i32(OUTPUT_ZERO_POINT),
-                                 lo, hi)
+            return clamp_to_int8(tirx.call_extern("int32", UNSAT_OUTPUT, total[i], e) + i32(OUTPUT_ZERO_POINT), lo, hi)
 
         return te.compute(out_shape, value, name="softmax")
 
