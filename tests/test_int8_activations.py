@@ -219,3 +219,30 @@ def test_float_op_matches_litert(case, tmp_path):
         got, expected = run(x), _reference(path, x, BUILTIN_REF)
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+# ---- float model inputs and outputs around an int8 network: QUANTIZE and DEQUANTIZE ----------
+@pytest.mark.parametrize("in_q", [(0.0625, -128), (0.0371, 17)], ids=["pow2-scale-ties", "scale-0.0371"])
+def test_float_io_quantize_dequantize_match_tflite_micro(in_q, tmp_path):
+    """float → QUANTIZE → HARD_SWISH → DEQUANTIZE → float. With a power-of-two scale, half of the
+    inputs are exact ties (k + 0.5) * scale, which TFLM rounds away from zero, and some are far out
+    of the int8 range."""
+    b = TFLiteBuilder()
+    x = b.tensor("x", ODD, np.float32)
+    q = b.tensor("q", ODD, np.int8, quant=in_q)
+    h = b.tensor("h", ODD, np.int8, quant=(0.029, -100))
+    y = b.tensor("y", ODD, np.float32)
+    b.op("QUANTIZE", [x], [q])
+    b.op("HARD_SWISH", [q], [h])
+    b.op("DEQUANTIZE", [h], [y])
+    path = str(tmp_path / "model.tflite")
+    b.save(path, inputs=[x], outputs=[y])
+    run = _compile_and_run(path, tmp_path, np.float32)
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        ties = (rng.integers(-400, 400, ODD) + 0.5).astype(np.float32) * np.float32(in_q[0])
+        x_in = np.where(rng.random(ODD) < 0.5, ties, 5.0 * seeded_input(ODD, np.float32, seed)).astype(np.float32)
+        got, expected = run(x_in), tflm_reference(path, x_in)
+        assert got.dtype == expected.dtype == np.float32
+        assert np.array_equal(got, expected), f"seed {seed}: {int((got != expected).sum())} outputs differ"
+        assert len(np.unique(expected)) > 8

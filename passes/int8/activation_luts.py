@@ -8,8 +8,10 @@ so the generated code is a single table lookup per element:
   quotient ``in_scale / out_scale``; ``zp_out + MBQM(x - zp_in)`` clamped to ``[max(-128, zp_out), 127]``.
 * RELU6 (``Relu6Quantized``): no requantization at all; the input codes are clamped to
   ``[zp_in, zp_in + round(6 / in_scale)]`` — the output quantization is never read.
-* LEAKY_RELU (leaky_relu_common.cc, reference_ops::QuantizeLeakyRelu): identity and alpha
-  multipliers from float32 products/quotients; a negative alpha is applied as a negated result.
+* LEAKY_RELU (leaky_relu_common.cc, reference_ops::QuantizeLeakyRelu): the identity multiplier
+  from the float32 quotient, the alpha one in double (a negative alpha gives a negative
+  multiplier). This is what the PyPI tflite-micro build does; newer TFLM sources compute alpha in
+  float32 and negate the result instead, which differs by 1 on some codes.
 * HARD_SWISH (hard_swish_common.cc, reference_ops::HardSwish): int16 fixed point with int16
   multipliers; the final product uses the truncating SaturatingDoublingHighMul.
 * TANH (micro/kernels/tanh.cc, reference_integer_ops::Tanh): like LOGISTIC (see lut.py), Q4.27
@@ -62,18 +64,16 @@ def relu6_lut(in_scale, in_zp) -> np.ndarray:
 
 
 def leaky_relu_lut(in_scale, in_zp, out_scale, out_zp, alpha) -> np.ndarray:
-    alpha_multiplier, alpha_shift = quantize_multiplier(float(_f32(in_scale) * _f32(alpha) / _f32(out_scale)))
+    alpha_multiplier, alpha_shift = quantize_multiplier(
+        float(_f32(in_scale)) * float(_f32(alpha)) / float(_f32(out_scale)))
     identity_multiplier, identity_shift = quantize_multiplier(float(_f32(in_scale) / _f32(out_scale)))
-    negative_alpha = alpha_multiplier < 0
-    alpha_multiplier = abs(alpha_multiplier)
     values = []
     for q in INT8_CODES:
         x = int(q) - int(in_zp)
         if x >= 0:
             y = _multiply_by_quantized_multiplier(x, identity_multiplier, identity_shift)
-        else:
+        else:  # a negative alpha gives a negative multiplier, used as it is
             y = _multiply_by_quantized_multiplier(x, alpha_multiplier, alpha_shift)
-            y = -y if negative_alpha else y
         values.append(int(out_zp) + y)
     return _table(values)
 

@@ -9,6 +9,7 @@ writes for one TFLite op between ``dequantize`` and ``quantize``, and emits the 
     where(dq(x) >= 0, dq(x), dq(x) * dq(alpha))        (PRELU)           →  qprelu
     softmax(dq(x), axis=-1)                                              →  qsoftmax
     subtract(dq(a), dq(b)) · minimum · maximum · (dq(a) - dq(b))²        →  qsub, qminimum, ...
+    quantize(x) of a float model input                                   →  qquantize
 """
 import numpy as np
 import tvm
@@ -38,14 +39,22 @@ def _scalar(expr):
     return None
 
 
+def _round_half_away(x) -> int:
+    return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
+
+
 class ActivationRules:
     """Mixin for the _Lowerer of lower_fake_quant.py (uses its ``_float_producer``,
     ``_dequantized`` and ``builder_``)."""
 
     def _lower_activation(self, quantize_call, out_q, out_shape, lo, hi):
         """The int8 kernel for ``quantize(core)`` if ``core`` is one of this module's ops, else None."""
-        core = self._float_producer(quantize_call.args[0])
+        source = quantize_call.args[0]
         out_scale, out_zp = out_q.scalar()
+        if isinstance(source, relax.Var) and source not in self.producer:  # a float model input
+            return self.builder_.call_te(elementwise.quantize_float_int8(out_shape, out_scale, out_zp, lo, hi),
+                                         self.visit_expr(source), primfunc_name_hint="qquantize")
+        core = self._float_producer(source)
         table = self._activation_table(core, out_scale, out_zp)
         if table is not None:
             x, table = table
@@ -56,6 +65,7 @@ class ActivationRules:
             return self._lower_prelu(core, out_q, out_shape, lo, hi)
         if _is(core, "nn.softmax"):
             return self._lower_softmax(core, out_q, out_shape, lo, hi)
+        core, lo, hi = self._fused_float_activation(core, out_q, lo, hi)
         binary = {"subtract": (elementwise.sub_int8, "qsub"), "minimum": (elementwise.minimum_int8, "qminimum"),
                   "maximum": (elementwise.maximum_int8, "qmaximum")}
         for name, (kernel, hint) in binary.items():
@@ -65,6 +75,20 @@ class ActivationRules:
             return self._lower_binary(self._squared_difference(core), elementwise.squared_difference_int8,
                                       "qsquared_difference", out_q, out_shape, lo, hi)
         return None
+
+    def _fused_float_activation(self, core, out_q, lo, hi):
+        """A SUB's fused RELU/RELU6/RELU_N1_TO_1 arrives as relu/clip around the float subtract:
+        (the subtract, lo, hi narrowed like TFLM's CalculateActivationRangeQuantized), else as given."""
+        if not (_is(core, "nn.relu") or _is(core, "clip")):
+            return core, lo, hi
+        inner = self._float_producer(core.args[0])
+        if not _is(inner, "subtract"):
+            return core, lo, hi
+        scale, zp = out_q.scalar()
+        if _is(core, "nn.relu"):
+            return inner, max(lo, zp), hi
+        bounds = [zp + _round_half_away(np.float32(_scalar(b)) / scale) for b in core.args[1:3]]
+        return inner, max(lo, bounds[0]), min(hi, bounds[1])
 
     def _unary_input(self, expr, op_name):
         """``dequantize(x)`` → (x rewritten, in_scale, in_zp)."""

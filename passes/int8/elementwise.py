@@ -166,3 +166,26 @@ def prelu_int8(out_shape, in_q, alpha_q, out_q, lo, hi):
         return te.compute(out_shape, value, name="prelu")
 
     return compute
+
+
+def quantize_float_int8(out_shape, output_scale, output_zp, lo, hi):
+    """QUANTIZE float32 → int8 of a model input (tflite reference_ops::AffineQuantize):
+    ``round(x / scale) + zp`` with a float32 division and rounding half away from zero."""
+    scale = tirx.const(float(np.float32(output_scale)), "float32")
+
+    def compute(x):
+        def value(*i):
+            v = x[i] / scale
+            truncated = tirx.trunc(v)
+            away = tirx.if_then_else(v < tirx.const(0.0, "float32"), tirx.const(-1.0, "float32"),
+                                     tirx.const(1.0, "float32"))
+            fraction = v - truncated  # exact in float32
+            tie_or_more = tirx.any(fraction >= tirx.const(0.5, "float32"), fraction <= tirx.const(-0.5, "float32"))
+            rounded = tirx.if_then_else(tie_or_more, truncated + away, truncated)
+            # clamp in float first: converting an out-of-range float to int32 is undefined in C
+            bounded = tirx.max(tirx.min(rounded, tirx.const(256.0, "float32")), tirx.const(-256.0, "float32"))
+            return clamp_to_int8(bounded.astype("int32") + i32(output_zp), lo, hi)
+
+        return te.compute(out_shape, value, name="quantize")
+
+    return compute
