@@ -162,7 +162,7 @@ EXACT_CASES = {
 }
 
 
-def _compile_and_run(path, tmp_path, dtype):
+def _compile_and_run(path, tmp_path):
     out_dir = str(tmp_path / "c")
     compile_model(path, out_dir)
     exe = host.build(out_dir)  # strict flags: -Wall -Wextra -Werror
@@ -173,7 +173,7 @@ def _compile_and_run(path, tmp_path, dtype):
 def test_int8_op_matches_tflite_micro(case, tmp_path):
     net = Net(ODD)
     path = net.save(tmp_path / "model.tflite", EXACT_CASES[case](net))
-    run = _compile_and_run(path, tmp_path, np.int8)
+    run = _compile_and_run(path, tmp_path)
     for seed in SEEDS:
         x = seeded_input(ODD, np.int8, seed)
         got, expected = run(x), tflm_reference(path, x)
@@ -213,7 +213,7 @@ FLOAT_CASES = {
 def test_float_op_matches_litert(case, tmp_path):
     op, other_shape, options = FLOAT_CASES[case]
     path = _float_model(tmp_path / "model.tflite", op, other_shape, options)
-    run = _compile_and_run(path, tmp_path, np.float32)
+    run = _compile_and_run(path, tmp_path)
     for seed in SEEDS:
         x = 4.0 * seeded_input(ODD, np.float32, seed)
         got, expected = run(x), _reference(path, x, BUILTIN_REF)
@@ -237,7 +237,7 @@ def test_float_io_quantize_dequantize_match_tflite_micro(in_q, tmp_path):
     b.op("DEQUANTIZE", [h], [y])
     path = str(tmp_path / "model.tflite")
     b.save(path, inputs=[x], outputs=[y])
-    run = _compile_and_run(path, tmp_path, np.float32)
+    run = _compile_and_run(path, tmp_path)
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         ties = (rng.integers(-400, 400, ODD) + 0.5).astype(np.float32) * np.float32(in_q[0])

@@ -1,6 +1,6 @@
-"""int8 elementwise kernels (QUANTIZE int8→int8, ADD, SUB, MUL, SQUARED_DIFFERENCE, MINIMUM,
-MAXIMUM, PRELU, table lookups) with TFLite Micro's
-reference arithmetic; binary ops broadcast numpy-style like TFLite's broadcasting kernels."""
+"""int8 elementwise kernels (QUANTIZE int8→int8 and float→int8, ADD, SUB, MUL, SQUARED_DIFFERENCE,
+MINIMUM, MAXIMUM, PRELU, table lookups) with TFLite Micro's reference arithmetic; binary ops
+broadcast numpy-style like TFLite's broadcasting kernels."""
 import numpy as np
 from tvm import te, tirx
 

@@ -30,10 +30,11 @@ SUPPORTED_INT8_OPS = frozenset({
 
 
 class _OperatorConverter(tflite_frontend.OperatorConverter):
-    """TVM's TFLite converter with two gaps closed:
+    """TVM's TFLite converter with these gaps closed:
 
     * it refuses quantized RESIZE_NEAREST_NEIGHBOR and PAD, although both only move int8 values
       (PAD fills with the zero point) and need no requantization;
+    * it refuses quantized PRELU and ignores SOFTMAX's beta (see convert_prelu/convert_softmax);
     * it crashes on an omitted optional input (index -1, e.g. a conv without bias): trailing
       omitted inputs are dropped, which is what the converters expect for "no bias".
     """
