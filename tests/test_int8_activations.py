@@ -246,3 +246,25 @@ def test_float_io_quantize_dequantize_match_tflite_micro(in_q, tmp_path):
         assert got.dtype == expected.dtype == np.float32
         assert np.array_equal(got, expected), f"seed {seed}: {int((got != expected).sum())} outputs differ"
         assert len(np.unique(expected)) > 8
+
+
+def test_uint8_io_requantize_matches_tflite_micro(tmp_path):
+    """uint8 → QUANTIZE → HARD_SWISH → QUANTIZE → uint8 (uint8 models' input/output conversion),
+    with a scale change on each side so the requantization rounds."""
+    b = TFLiteBuilder()
+    x = b.tensor("x", ODD, np.uint8, quant=(0.05, 131))
+    q = b.tensor("q", ODD, np.int8, quant=(0.043, 2))
+    h = b.tensor("h", ODD, np.int8, quant=(0.029, -100))
+    y = b.tensor("y", ODD, np.uint8, quant=(0.021, 9))
+    b.op("QUANTIZE", [x], [q])
+    b.op("HARD_SWISH", [q], [h])
+    b.op("QUANTIZE", [h], [y])
+    path = str(tmp_path / "model.tflite")
+    b.save(path, inputs=[x], outputs=[y])
+    run = _compile_and_run(path, tmp_path)
+    for seed in SEEDS:
+        x_in = np.random.default_rng(seed).integers(0, 256, ODD, dtype=np.uint8)
+        got, expected = run(x_in), tflm_reference(path, x_in)
+        assert got.dtype == expected.dtype == np.uint8
+        assert np.array_equal(got, expected), f"seed {seed}: {int((got != expected).sum())} outputs differ"
+        assert len(np.unique(expected)) > 8

@@ -10,6 +10,7 @@ writes for one TFLite op between ``dequantize`` and ``quantize``, and emits the 
     softmax(dq(x), axis=-1)                                              →  qsoftmax
     subtract(dq(a), dq(b)) · minimum · maximum · (dq(a) - dq(b))²        →  qsub, qminimum, ...
     quantize(x) of a float model input                                   →  qquantize
+    quantize(dq(x)) from a uint8 model input / to a uint8 model output    →  qrequantize
 """
 import numpy as np
 import tvm
@@ -39,6 +40,14 @@ def _scalar(expr):
     return None
 
 
+def _scale_zero_point(call) -> tuple:
+    """(float32 scale, int zero point) of a per-tensor quantize/dequantize call."""
+    scale, zero_point = (_scalar(a) for a in call.args[1:3])
+    if scale is None or zero_point is None:
+        raise UnsupportedModelError("uint8 model input/output with per-axis quantization")
+    return np.float32(scale), int(zero_point)
+
+
 def _round_half_away(x) -> int:
     return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
 
@@ -55,6 +64,8 @@ class ActivationRules:
             return self.builder_.call_te(elementwise.quantize_float_int8(out_shape, out_scale, out_zp, lo, hi),
                                          self.visit_expr(source), primfunc_name_hint="qquantize")
         core = self._float_producer(source)
+        if _is(core, "dequantize") and "uint8" in (str(core.args[0].ty.dtype), str(quantize_call.ty.dtype)):
+            return self._lower_uint8_boundary(core, quantize_call, out_shape)
         table = self._activation_table(core, out_scale, out_zp)
         if table is not None:
             x, table = table
@@ -75,6 +86,16 @@ class ActivationRules:
             return self._lower_binary(self._squared_difference(core), elementwise.squared_difference_int8,
                                       "qsquared_difference", out_q, out_shape, lo, hi)
         return None
+
+    def _lower_uint8_boundary(self, dequantize, quantize_call, out_shape):
+        """QUANTIZE uint8 → int8 of a model input or int8 → uint8 of a model output (the frontend
+        only lets uint8 through there): a requantization, clamped to the output type's range."""
+        (in_scale, in_zp), (out_scale, out_zp) = (_scale_zero_point(c) for c in (dequantize, quantize_call))
+        out_dtype = str(quantize_call.ty.dtype)
+        lo, hi = (0, 255) if out_dtype == "uint8" else INT8_RANGE
+        x = self.visit_expr(dequantize.args[0])
+        fn = elementwise.requantize_int8(out_shape, in_scale, in_zp, out_scale, out_zp, lo, hi, out_dtype)
+        return self.builder_.call_te(fn, x, primfunc_name_hint="qrequantize")
 
     def _fused_float_activation(self, core, out_q, lo, hi):
         """A SUB's fused RELU/RELU6/RELU_N1_TO_1 arrives as relu/clip around the float subtract:

@@ -22,14 +22,16 @@ def _broadcast_reader(tensor, out_rank):
     return read
 
 
-def requantize_int8(out_shape, input_scale, input_zp, output_scale, output_zp, lo, hi):
-    """QUANTIZE int8 → int8 (tflite reference_ops::Requantize)."""
+def requantize_int8(out_shape, input_scale, input_zp, output_scale, output_zp, lo, hi, out_dtype="int8"):
+    """QUANTIZE int8 → int8 (tflite reference_ops::Requantize); also uint8 ↔ int8 at a model's
+    input or output (``x`` uint8, or ``out_dtype`` "uint8" with ``lo, hi`` = 0, 255)."""
     multiplier, shift = quantize_multiplier(float(input_scale) / float(output_scale))
 
     def compute(x):
         read = _broadcast_reader(x, len(out_shape))
-        return te.compute(out_shape, lambda *i: clamp_to_int8(
-            mbqm(read(*i) - i32(input_zp), multiplier, shift) + i32(output_zp), lo, hi), name="requantize")
+        return te.compute(out_shape, lambda *i: tirx.max(tirx.min(
+            mbqm(read(*i) - i32(input_zp), multiplier, shift) + i32(output_zp), i32(hi)), i32(lo)).astype(out_dtype),
+            name="requantize")
 
     return compute
 

@@ -100,7 +100,9 @@ def _per_axis(subgraph, index):
 
 
 def _check_quantization(path, subgraph, ops):
-    """int8 only, per-axis only on weights/biases along the output channels, int8 ops only."""
+    """int8 only (uint8 only as a model input/output converted by QUANTIZE), per-axis only on
+    weights/biases along the output channels, int8 ops only."""
+    boundary = {int(t) for t in subgraph.InputsAsNumpy()} | {int(t) for t in subgraph.OutputsAsNumpy()}
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
         outputs = [_tensor_info(subgraph, j) for j in op.OutputsAsNumpy()]
@@ -109,6 +111,8 @@ def _check_quantization(path, subgraph, ops):
             if index < 0:
                 continue
             tensor = _tensor_info(subgraph, index)
+            if tensor.dtype == "uint8" and op_name == "QUANTIZE" and index in boundary:
+                continue
             if tensor.dtype in ("uint8", "int16"):
                 raise UnsupportedModelError(
                     f"{path}: {op_name} (operator #{i}) uses {tensor.dtype} tensor '{tensor.name}'; "
