@@ -128,9 +128,9 @@ def _constant(shape, q):
     return lambda n: n.activation("k", shape, *q, data=n.rng.integers(-128, 128, shape, dtype=np.int8))
 
 
-def _softmax(channels):
+def _softmax(channels, logits_q=(0.09, 4)):
     def build(n):
-        logits = n.conv(n.x, channels, kernel=1, out_q=(0.09, 4))
+        logits = n.conv(n.x, channels, kernel=1, out_q=logits_q)
         y = n.activation("softmax", n.shape(logits), *SOFTMAX_OUT)
         n.b.op("SOFTMAX", [logits], [y], options=("SoftmaxOptions", {"beta": 1.0}))
         return y
@@ -147,11 +147,16 @@ EXACT_CASES = {
     "tanh": _unary("TANH", TANH_OUT),
     "prelu-channel-alpha": _prelu([1, 1, C]),
     "prelu-full-alpha": _prelu([H, W, C]),
+    "prelu-alpha-extreme-zero-point": _prelu([1, 1, C], (0.05, 127)),
     "softmax-6": _softmax(6),
     "softmax-21": _softmax(21),
+    # a coarse scale: most differences fall below TFLM's diff_min and are skipped
+    "softmax-coarse-scale": _softmax(5, (1.7, -128)),
+    "softmax-fine-scale": _softmax(8, (0.004, 127)),
     "sub-broadcast-channel": _binary("SUB", _constant([1, 1, 1, C], (0.021, -31)), (0.05, 4), SUB),
     "sub-broadcast-spatial": _binary("SUB", _constant([1, H, W, 1], (0.08, 12)), (0.06, -3),
                                      ("SubOptions", {"fused_activation_function": "RELU"})),
+    "sub-extreme-scales": _binary("SUB", _constant([1, 1, 1, C], (4.7, 127)), (0.9, -128), SUB),
     "squared-difference": _binary("SQUARED_DIFFERENCE", _constant([1, 1, 1, C], (0.03, 7)), (0.04, -128)),
     "minimum": _binary("MINIMUM", _constant([1, 1, 1, C], (0.047, -7)), (0.047, -7)),
     "maximum-spatial": _binary("MAXIMUM", _constant([1, H, W, 1], (0.047, -7)), (0.047, -7)),
@@ -169,7 +174,16 @@ def _compile_and_run(path, tmp_path):
     return lambda x: host.run(out_dir, x, exe)
 
 
-@pytest.mark.parametrize("case", sorted(EXACT_CASES))
+# variations of what a faster case already covers (`make test` still runs them)
+SLOW_CASES = {"softmax-21", "prelu-full-alpha", "add-broadcast-spatial", "mul-broadcast-spatial",
+              "maximum-spatial", "sub-broadcast-channel", "relu"}
+
+
+def _cases(names, slow=frozenset()):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in sorted(names)]
+
+
+@pytest.mark.parametrize("case", _cases(EXACT_CASES, SLOW_CASES))
 def test_int8_op_matches_tflite_micro(case, tmp_path):
     net = Net(ODD)
     path = net.save(tmp_path / "model.tflite", EXACT_CASES[case](net))
@@ -209,7 +223,7 @@ FLOAT_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(FLOAT_CASES))
+@pytest.mark.parametrize("case", _cases(FLOAT_CASES, {"relu", "relu6", "prelu-full-alpha", "maximum"}))
 def test_float_op_matches_litert(case, tmp_path):
     op, other_shape, options = FLOAT_CASES[case]
     path = _float_model(tmp_path / "model.tflite", op, other_shape, options)
