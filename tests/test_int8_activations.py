@@ -175,7 +175,7 @@ def _compile_and_run(path, tmp_path):
 
 
 # variations of what a faster case already covers (`make test` still runs them)
-SLOW_CASES = {"softmax-21", "prelu-full-alpha", "add-broadcast-spatial", "mul-broadcast-spatial",
+SLOW_CASES = {"softmax-21", "prelu-full-alpha", "mul-broadcast-spatial",
               "maximum-spatial", "sub-broadcast-channel", "relu"}
 
 
@@ -197,6 +197,19 @@ def test_int8_op_matches_tflite_micro(case, tmp_path):
             f"seed {seed}: {len(wrong)} of {got.size} outputs differ from TFLite Micro, first at "
             f"{tuple(wrong[0])}: {got[tuple(wrong[0])]} vs {expected[tuple(wrong[0])]}")
         assert len(np.unique(expected)) > 8, "degenerate reference output: the check would prove little"
+
+
+def test_int8_relu_n1_to_1_matches_litert_reference_kernels(tmp_path):
+    """TFLM has no RELU_N1_TO_1: LiteRT's reference kernels are the reference."""
+    net = Net(ODD)
+    path = net.save(tmp_path / "model.tflite", _unary("RELU_N1_TO_1", (0.009, 4))(net))
+    run = _compile_and_run(path, tmp_path)
+    for seed in SEEDS:
+        x = seeded_input(ODD, np.int8, seed)
+        got, expected = run(x), _reference(path, x, BUILTIN_REF)
+        assert got.dtype == expected.dtype == np.int8
+        assert np.array_equal(got, expected), f"seed {seed}: {int((got != expected).sum())} outputs differ"
+        assert len(np.unique(expected)) > 8
 
 
 # ---- float: the same ops in float32, against LiteRT ------------------------------------------
@@ -282,3 +295,41 @@ def test_uint8_io_requantize_matches_tflite_micro(tmp_path):
         assert got.dtype == expected.dtype == np.uint8
         assert np.array_equal(got, expected), f"seed {seed}: {int((got != expected).sum())} outputs differ"
         assert len(np.unique(expected)) > 8
+
+
+# ---- the lowering rules on small Relax modules -------------------------------------------------
+def _hard_swish_module(fused_clip):
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 3), "int8")) -> R.Tensor((1, 4, 4, 3), "int8"):
+            with R.dataflow():
+                d = R.dequantize(x, R.const(0.05, "float32"), R.const(3, "int32"), axis=0)
+                shifted = R.add(d, R.const(3.0, "float32"))
+                relu6 = R.clip(shifted, 0.0, 6.0)
+                product = R.multiply(d, relu6)
+                swish = R.divide(product, R.const(6.0, "float32"))
+                q = R.quantize(swish, R.const(0.07, "float32"), R.const(-1, "int32"), out_dtype="int8", axis=0)
+                r = R.clip(q, R.prim_value(fused_clip[0]), R.prim_value(fused_clip[1]))
+                R.output(r)
+            return r
+
+    return Before
+
+
+def test_hard_swish_region_becomes_one_table_lookup():
+    """The frontend's float HARD_SWISH expression between dequantize and quantize, and a following
+    int8 clip, become one lookup in TFLM's table clamped to the clip."""
+    from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
+
+    after = LowerFakeQuantToInteger()(_hard_swish_module((0, 50)))
+    bindings = after["main"].body.blocks[0].bindings
+    assert len(bindings) == 1
+    x, table = bindings[0].value.args[1].fields
+    unclipped = luts.hard_swish_lut(np.float32(0.05), 3, np.float32(0.07), -1)
+    assert unclipped.min() < 0 and unclipped.max() > 50  # so the clip must show in the table
+    np.testing.assert_array_equal(table.value.numpy(), np.clip(unclipped, 0, 50))
+    assert "float" not in after.script()
