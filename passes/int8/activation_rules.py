@@ -118,10 +118,11 @@ class ActivationRules:
 
     def _activation_table(self, core, out_scale, out_zp):
         """(int8 input, 256-entry table) for a unary activation of a dequantized tensor, else None."""
-        if not isinstance(core, relax.Call) or not core.args:
-            return None
-        source = self._float_producer(core.args[0])
-        if not _is(source, "dequantize") and not _is(core, "divide"):
+        hard_swish_input = self._hard_swish_input(core)
+        if hard_swish_input is not None:
+            x, s, z = self._unary_input(hard_swish_input, "HARD_SWISH")
+            return x, activation_luts.hard_swish_lut(s, z, out_scale, out_zp)
+        if not (isinstance(core, relax.Call) and core.args and _is(self._float_producer(core.args[0]), "dequantize")):
             return None
         if _is(core, "nn.relu"):
             x, s, z = self._unary_input(core.args[0], "RELU")
@@ -141,10 +142,6 @@ class ActivationRules:
         if _is(core, "tanh"):
             x, s, z = self._unary_input(core.args[0], "TANH")
             return x, activation_luts.tanh_lut(s, z, out_scale, out_zp)
-        hard_swish_input = self._hard_swish_input(core)
-        if hard_swish_input is not None:
-            x, s, z = self._unary_input(hard_swish_input, "HARD_SWISH")
-            return x, activation_luts.hard_swish_lut(s, z, out_scale, out_zp)
         return None
 
     def _hard_swish_input(self, core):
