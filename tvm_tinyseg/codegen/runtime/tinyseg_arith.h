@@ -25,7 +25,13 @@ static inline int32_t tinyseg_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 
 /* int8 SOFTMAX (TFLite Micro's reference_ops::Softmax with gemmlowp fixed point): the output of one
  * element before the -128 offset, from its row's Q12.19 sum of exponentials and its own exp in Q0.31:
- * RoundingDivideByPOT(SRDHM(GetReciprocal(sum), exp), num_bits_over_unit + 31 - 8). */
+ * RoundingDivideByPOT(SRDHM(GetReciprocal(sum), exp), num_bits_over_unit + 31 - 8).
+ * The per-row parts are const, non-inlined functions so the compiler hoists them out of the channel loop. */
+#if defined(__GNUC__)
+#define TINYSEG_ROW_CONST __attribute__((const, noinline, unused))
+#else
+#define TINYSEG_ROW_CONST
+#endif
 static inline int32_t tinyseg_srdhm(int32_t a, int32_t b) {
   if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
   int64_t ab = (int64_t)a * (int64_t)b;
@@ -46,9 +52,14 @@ static inline int32_t tinyseg_saturating_shift_left(int32_t x, int32_t exponent)
   return (int32_t)((uint32_t)x << exponent);
 }
 
-static inline int32_t tinyseg_softmax_unsat(int32_t sum_of_exps, int32_t exp_q0) {
+static int32_t TINYSEG_ROW_CONST tinyseg_softmax_headroom(int32_t sum_of_exps) {
   int32_t headroom = 0; /* CountLeadingZeros; the sum is > 0 (the row maximum contributes exp(0)) */
   while (headroom < 31 && !((uint32_t)sum_of_exps & (0x80000000u >> headroom))) headroom++;
+  return headroom;
+}
+
+static int32_t TINYSEG_ROW_CONST tinyseg_softmax_reciprocal(int32_t sum_of_exps) {
+  int32_t headroom = tinyseg_softmax_headroom(sum_of_exps);
   int32_t shifted_minus_one = (int32_t)(((uint32_t)sum_of_exps << headroom) - 0x80000000u);
   /* gemmlowp one_over_one_plus_x_for_x_in_0_1: Newton-Raphson in Q2.29 */
   int64_t sum = (int64_t)shifted_minus_one + INT32_MAX; /* RoundingHalfSum(x, One) */
@@ -58,8 +69,12 @@ static inline int32_t tinyseg_softmax_unsat(int32_t sum_of_exps, int32_t exp_q0)
     int32_t residual = (int32_t)(((uint32_t)1 << 29) - (uint32_t)tinyseg_srdhm(half_denominator, x));
     x = (int32_t)((uint32_t)x + (uint32_t)tinyseg_saturating_shift_left(tinyseg_srdhm(x, residual), 2));
   }
-  int32_t scale = tinyseg_saturating_shift_left(x, 1);
-  return tinyseg_rounding_divide_by_pot(tinyseg_srdhm(scale, exp_q0), (12 - headroom) + 31 - 8);
+  return tinyseg_saturating_shift_left(x, 1);
+}
+
+static inline int32_t tinyseg_softmax_unsat(int32_t sum_of_exps, int32_t exp_q0) {
+  int32_t exponent = (12 - tinyseg_softmax_headroom(sum_of_exps)) + 31 - 8;
+  return tinyseg_rounding_divide_by_pot(tinyseg_srdhm(tinyseg_softmax_reciprocal(sum_of_exps), exp_q0), exponent);
 }
 
 #endif /* TINYSEG_ARITH_H */
