@@ -10,7 +10,7 @@ skips). At run time, in TIR: the row maximum and the row sum of the Q12.19 terms
 count leading zeros, gemmlowp's ``one_over_one_plus_x_for_x_in_0_1``, three Newton-Raphson steps in
 Q2.29), ``RoundingDivideByPOT(SRDHM(reciprocal, exp(d)), exponent)``; minus 128, clamped. The
 reciprocal is a C helper because, as TIR, MCUSchedule would inline its Newton-Raphson chain into one
-exponentially large expression; the C compiler hoists it out of the channel loop.
+exponentially large expression; being ``const``, its call is hoisted out of the channel loop.
 """
 import math
 
