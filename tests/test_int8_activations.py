@@ -333,3 +333,10 @@ def test_hard_swish_region_becomes_one_table_lookup():
     assert unclipped.min() < 0 and unclipped.max() > 50  # so the clip must show in the table
     np.testing.assert_array_equal(table.value.numpy(), np.clip(unclipped, 0, 50))
     assert "float" not in after.script()
+
+
+def test_softmax_beta_other_than_one_is_refused(tmp_path):
+    """TVM's converter would silently drop beta; the model is refused instead."""
+    model = _unary_model(tmp_path / "m.tflite", "SOFTMAX", (0.1, 0), SOFTMAX_OUT, ("SoftmaxOptions", {"beta": 2.0}))
+    with pytest.raises(UnsupportedModelError, match="beta 2"):
+        compile_model(model)
