@@ -26,6 +26,7 @@ from tvm.ir import Op
 from tvm_tinyseg.errors import UnsupportedModelError
 
 from .int8 import conv, elementwise, lut, pool, resize
+from .int8.activation_rules import ActivationRules
 from .int8.requantize import multipliers
 
 _OP = {name: Op.get("relax." + name) for name in (
@@ -92,7 +93,7 @@ def _to_ohwi(weights: np.ndarray, layout: str) -> np.ndarray:
 
 
 @relax.expr_functor.mutator
-class _Lowerer(relax.PyExprMutator):
+class _Lowerer(relax.PyExprMutator, ActivationRules):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
         super().__init__(mod)
         self.producer = {}
@@ -167,6 +168,10 @@ class _Lowerer(relax.PyExprMutator):
     def _lower_quantize(self, var, q, lo, hi):
         out_q = _qparams(q)
         out_scale, out_zp = out_q.scalar()
+        out_shape = [int(s) for s in var.ty.shape.values]
+        activation = self._lower_activation(q, out_q, out_shape, lo, hi)  # activation_rules.py
+        if activation is not None:
+            return activation
         core = self._float_producer(q.args[0])
         # Fused activations stay in float before quantize: relu, relu6 = clip(0, 6), ...
         if _is(core, "nn.relu"):
@@ -176,7 +181,6 @@ class _Lowerer(relax.PyExprMutator):
             hi = min(hi, _quantized(core.args[2].value, out_q))
             core = self._float_producer(core.args[0])
         lo, hi = max(lo, INT8_MIN), min(hi, INT8_MAX)
-        out_shape = [int(s) for s in var.ty.shape.values]
 
         if _is(core, "add"):
             conv_call, bias = self._split_bias(core)

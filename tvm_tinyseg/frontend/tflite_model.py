@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import tvm
+from tvm import relax
 from tvm.relax.frontend.tflite import tflite_frontend
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
@@ -23,14 +24,18 @@ _TENSOR_TYPES = {0: "float32", 2: "int32", 9: "int8", 3: "uint8", 7: "int16", 4:
 SUPPORTED_INT8_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "CONCATENATION", "ADD", "MUL", "LOGISTIC", "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2",
-    "RESHAPE", "QUANTIZE", "DEQUANTIZE"}) | SPATIAL_INT8_OPS
+    "RESHAPE", "QUANTIZE", "DEQUANTIZE",
+    # activations and elementwise ops (passes/int8/activation_rules.py)
+    "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "HARD_SWISH", "TANH", "PRELU", "SOFTMAX",
+    "SUB", "MINIMUM", "MAXIMUM", "SQUARED_DIFFERENCE"}) | SPATIAL_INT8_OPS
 
 
 class _OperatorConverter(SpatialOpsConverter, tflite_frontend.OperatorConverter):
-    """TVM's TFLite converter with two gaps closed:
+    """TVM's TFLite converter with these gaps closed:
 
     * it refuses quantized RESIZE_NEAREST_NEIGHBOR and PAD, although both only move int8 values
       (PAD fills with the zero point) and need no requantization;
+    * it refuses quantized PRELU and ignores SOFTMAX's beta (see convert_prelu/convert_softmax);
     * it crashes on an omitted optional input (index -1, e.g. a conv without bias): trailing
       omitted inputs are dropped, which is what the converters expect for "no bias".
 
@@ -38,7 +43,30 @@ class _OperatorConverter(SpatialOpsConverter, tflite_frontend.OperatorConverter)
     """
 
     _SUPPORTED_QUANTIZED_OPS = tflite_frontend.OperatorConverter._SUPPORTED_QUANTIZED_OPS | {
-        "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2"} | QUANTIZED_DATA_MOVEMENT
+        "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2", "PRELU"} | QUANTIZED_DATA_MOVEMENT
+
+    def convert_prelu(self, op):
+        """PRELU as ``where(x >= 0, x, x * alpha)`` (TFLite's definition, alpha broadcast
+        numpy-style), in float or between dequantize/quantize; TVM's converter refuses the
+        quantized op and flattens the float one into a 1-D nn.prelu."""
+        x, alpha = self.get_input_tensors(op)
+        output = self.get_output_tensors(op)[0]
+        x_expr, alpha_expr = self.get_tensor_expr(x), self.get_tensor_expr(alpha)
+        if x.qnn_params:
+            x_expr, alpha_expr = self.dequantize(x_expr, x), self.dequantize(alpha_expr, alpha)
+        x_expr = self.bb.normalize(x_expr)
+        negative = relax.op.multiply(x_expr, alpha_expr)
+        out = relax.op.where(relax.op.greater_equal(x_expr, relax.const(0.0, "float32")), x_expr, negative)
+        return self.quantize(out, output) if output.qnn_params else out
+
+    def convert_softmax(self, op):
+        """TVM's converter ignores ``beta``: refuse the (rare) models that set another one."""
+        options = _tflite("SoftmaxOptions").SoftmaxOptions()
+        table = op.BuiltinOptions()
+        options.Init(table.Bytes, table.Pos)
+        if options.Beta() != 1.0:
+            raise tvm.error.OpNotImplemented(f"SOFTMAX with beta {options.Beta():g} (only beta 1 is supported)")
+        return super().convert_softmax(op)
 
     def get_input_tensors(self, op):
         indices = list(op.InputsAsNumpy())
@@ -79,7 +107,9 @@ def _per_axis(subgraph, index):
 
 
 def _check_quantization(path, subgraph, ops):
-    """int8 only, per-axis only on weights/biases along the output channels, int8 ops only."""
+    """int8 only (uint8 only as a model input/output converted by QUANTIZE), per-axis only on
+    weights/biases along the output channels, int8 ops only."""
+    boundary = {int(t) for t in subgraph.InputsAsNumpy()} | {int(t) for t in subgraph.OutputsAsNumpy()}
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
         outputs = [_tensor_info(subgraph, j) for j in op.OutputsAsNumpy()]
@@ -88,6 +118,8 @@ def _check_quantization(path, subgraph, ops):
             if index < 0:
                 continue
             tensor = _tensor_info(subgraph, index)
+            if tensor.dtype == "uint8" and op_name == "QUANTIZE" and index in boundary:
+                continue
             if tensor.dtype in ("uint8", "int16"):
                 raise UnsupportedModelError(
                     f"{path}: {op_name} (operator #{i}) uses {tensor.dtype} tensor '{tensor.name}'; "
