@@ -29,7 +29,6 @@ NOT_YET = {
     "enet_prelu_keras3.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND, {_SHAPE_OPS}",
     "enet_prelu_tfkeras.tflite": f"{_DYN}; int8 SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND, {_SHAPE_OPS}",
     "lraspp_mbv3s_keras3.tflite": _DYN,
-    "lraspp_mbv3s_keras3_b1.tflite": "not known yet",
     "lraspp_mbv3s_tfkeras.tflite": _DYN,
     "mediapipe_style_float.tflite": "float TRANSPOSE_CONV with a fused RELU: TVM's frontend drops the "
                                     "activation (issue 10), relative error 0.2 from LiteRT",
