@@ -9,6 +9,7 @@ from tvm.relax.frontend.tflite import tflite_frontend
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
 from .model import ImportedModel, TensorInfo
+from .tflite_converter import ConverterFixes, ConverterMismatch
 from .tflite_verify import verify_tflite
 
 
@@ -25,8 +26,8 @@ SUPPORTED_INT8_OPS = frozenset({
     "RESHAPE", "QUANTIZE", "DEQUANTIZE"})
 
 
-class _OperatorConverter(tflite_frontend.OperatorConverter):
-    """TVM's TFLite converter with two gaps closed:
+class _OperatorConverter(ConverterFixes):
+    """TVM's TFLite converter with the fixes of tflite_converter.py and two gaps closed:
 
     * it refuses quantized RESIZE_NEAREST_NEIGHBOR and PAD, although both only move int8 values
       (PAD fills with the zero point) and need no requantization;
@@ -127,6 +128,8 @@ def load_tflite(path: str) -> ImportedModel:
         mod = tflite_frontend.from_tflite(model, op_converter=_OperatorConverter)
     except tvm.error.OpNotImplemented as err:
         raise UnsupportedModelError(f"{path}: {str(err).strip().splitlines()[0]}") from None
+    except ConverterMismatch as err:
+        raise ConverterMismatch(f"{path}: {err}") from None
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: TVM's TFLite frontend could not import the model: {first}") from None
