@@ -184,7 +184,8 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
             name = storage_of[arg]
             tensors[name].consumers.append(step)
             return name
-        raise UnsupportedModelError(f"kernel argument {arg} is neither a tensor nor a constant")
+        # the kernel passes produce only these: anything else is a bug of ours (an internal error)
+        raise RuntimeError(f"kernel argument {arg} is neither a tensor nor a constant")
 
     blocks = func.body.blocks
     for block in blocks:
@@ -207,7 +208,7 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
                 steps.append(Step(index, value.args[0].name_hint, args, name, kind))
             else:
                 op = getattr(value, "op", value)
-                raise UnsupportedModelError(f"cannot plan memory for binding '{var.name}' = {getattr(op, 'name', op)}")
+                raise RuntimeError(f"cannot plan memory for binding '{var.name}' = {getattr(op, 'name', op)}")
     result = func.body.body
     if not (isinstance(result, relax.Var) and result in storage_of):
         raise UnsupportedModelError("the model must return a single tensor")

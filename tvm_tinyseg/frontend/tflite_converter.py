@@ -7,6 +7,12 @@
   zero. A bound on a tie, e.g. RELU6 with scale 0.8, differed by one code.
 * FULLY_CONNECTED without ``keep_num_dims`` flattens its leading dimensions in TFLite; TVM
   keeps them.
+* Shape arithmetic is folded: SHAPE of a tensor whose shape is static (the batch fixed to 1),
+  and STRIDED_SLICE/PACK/CONCATENATION/EXPAND_DIMS/... of constants, become constants, so the
+  RESHAPE/TILE/TRANSPOSE_CONV they feed (Keras 3 exports with a dynamic batch) see constant
+  shapes as TVM's converters require.
+* EXPAND_DIMS: TVM's converter calls ``relax.op.expand_dims`` with a stale signature (fails).
+* TILE and EXPAND_DIMS on int8 only move values: accepted quantized.
 * Guard: every converted op's inferred output shape must be the one the model declares; a
   converter that misreads an attribute (a stride, a padding, a flag) usually changes it, and
   that is reported as the converter's failure (ConverterMismatch) rather than compiled.
@@ -38,6 +44,51 @@ class ConverterMismatch(RuntimeError):
     converter (an internal error), not of the model."""
 
 
+# Data movement TVM refuses quantized although it needs no requantization.
+_QUANTIZED_DATA_MOVEMENT = frozenset({"TILE", "EXPAND_DIMS"})
+_INTEGER_TYPES = ("int32", "int64")
+
+
+def _strided_slice(x, begin, end, strides, options):
+    if options.EllipsisMask() or options.NewAxisMask():
+        return None
+    index = []
+    for axis, (b, e, s) in enumerate(zip(begin, end, strides)):
+        if options.ShrinkAxisMask() >> axis & 1:
+            index.append(int(b))
+            continue
+        index.append(slice(None if options.BeginMask() >> axis & 1 else int(b),
+                           None if options.EndMask() >> axis & 1 else int(e), int(s)))
+    return x[tuple(index)]
+
+
+def _options(op, table):
+    options = _tflite(table).__dict__[table]()
+    raw = op.BuiltinOptions()
+    if raw is None:
+        return None
+    options.Init(raw.Bytes, raw.Pos)
+    return options
+
+
+# op name -> (op, input values) -> folded value, or None when it cannot be folded here
+_FOLDERS = {
+    "STRIDED_SLICE": lambda op, v: _strided_slice(*v, _options(op, "StridedSliceOptions")),
+    "PACK": lambda op, v: np.stack(v, axis=_options(op, "PackOptions").Axis()),
+    "CONCATENATION": lambda op, v: np.concatenate(v, axis=_options(op, "ConcatenationOptions").Axis()),
+    "EXPAND_DIMS": lambda op, v: np.expand_dims(v[0], int(np.asarray(v[1]).reshape(-1)[0])),
+    "SQUEEZE": lambda op, v: np.squeeze(v[0], axis=tuple(_options(op, "SqueezeOptions").SqueezeDimsAsNumpy())
+                                        if _options(op, "SqueezeOptions").SqueezeDimsLength() else None),
+    "GATHER": lambda op, v: np.take(v[0], v[1], axis=_options(op, "GatherOptions").Axis()),
+    "ADD": lambda op, v: v[0] + v[1],
+    "SUB": lambda op, v: v[0] - v[1],
+    "MUL": lambda op, v: v[0] * v[1],
+    "FLOOR_DIV": lambda op, v: v[0] // v[1],
+    "CAST": lambda op, v: v[0],
+    "RESHAPE": lambda op, v: v[0],  # the output's declared shape is applied by the caller
+}
+
+
 def _static_shape(expr):
     ty = getattr(expr, "ty", None)
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
@@ -48,25 +99,83 @@ def _static_shape(expr):
     return [int(v) for v in values]
 
 
+def _declared_shape(tensor):
+    """The shape the file declares, None for dimensions its signature leaves open (other than the
+    batch, which is fixed to 1); None when no shape is declared."""
+    if not tensor.ShapeLength():
+        return None
+    shape = [int(s) for s in tensor.ShapeAsNumpy()]
+    if tensor.ShapeSignatureLength():
+        signature = tensor.ShapeSignatureAsNumpy()
+        shape = [s if (k == 0 or signature[k] >= 0) else None for k, s in enumerate(shape)]
+    return shape
+
+
+def _agrees(declared, inferred):
+    """Whether the shapes agree; an empty inferred shape is the model's fault, reported later."""
+    if (declared == [] and inferred in ([], [1])) or 0 in inferred:
+        return True
+    return len(declared) == len(inferred) and all(d is None or d == i for d, i in zip(declared, inferred))
+
+
 class ConverterFixes(tflite_frontend.OperatorConverter):
     """TVM's converter with the fixes of the module docstring."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._SUPPORTED_QUANTIZED_OPS = type(self)._SUPPORTED_QUANTIZED_OPS | _QUANTIZED_DATA_MOVEMENT
+        self.folded = {}  # tensor index -> numpy value computed at import time
         self.convert_map = {name: self._shape_checked(name, convert) for name, convert in self.convert_map.items()}
+
+    # -- folding shape arithmetic -------------------------------------------------------------
+    def has_expr(self, input_tensor_idx):
+        return input_tensor_idx not in self.folded and super().has_expr(input_tensor_idx)
+
+    def get_tensor_value(self, tensor_wrapper, is_sparse=False):
+        if tensor_wrapper.tensor_idx in self.folded:
+            return self.folded[tensor_wrapper.tensor_idx]
+        return super().get_tensor_value(tensor_wrapper, is_sparse)
+
+    def _constant_value(self, tensor):
+        if tensor.tensor_idx in self.folded:
+            return self.folded[tensor.tensor_idx]
+        if super().has_expr(tensor.tensor_idx) or tensor.buffer is None or not tensor.buffer.DataLength():
+            return None
+        return self.get_tensor_value(tensor)
+
+    def _fold(self, name, op):
+        """The op's output as a numpy constant when it is shape arithmetic on known values."""
+        outputs = self.get_output_tensors(op)
+        if len(outputs) != 1 or self.get_tensor_type_str(outputs[0].tensor.Type()) not in _INTEGER_TYPES:
+            return None
+        inputs = self.get_input_tensors(op)
+        dtype = self.get_tensor_type_str(outputs[0].tensor.Type())
+        if name == "SHAPE":
+            shape = _static_shape(self.bb.normalize(self.get_tensor_expr(inputs[0])))
+            return None if shape is None else np.array(shape, dtype)
+        values = [self._constant_value(t) for t in inputs]
+        if name not in _FOLDERS or any(v is None for v in values):
+            return None
+        value = _FOLDERS[name](op, values)
+        if value is None:
+            return None
+        if name == "RESHAPE":
+            value = value.reshape([int(s) for s in outputs[0].tensor.ShapeAsNumpy()])
+        return np.asarray(value).astype(dtype)
 
     def _shape_checked(self, name, convert):
         def checked(op):
+            folded = self._fold(name, op)
+            if folded is not None:
+                self.folded[self.get_output_tensors(op)[0].tensor_idx] = folded
+                return None
             out = convert(op=op)
             outputs = self.get_output_tensors(op)
             if out is None or isinstance(out, relax.Tuple) or len(outputs) != 1:
                 return out
             out = self.bb.normalize(out)
-            declared = [int(s) for s in outputs[0].tensor.ShapeAsNumpy()] \
-                if outputs[0].tensor.ShapeLength() else None
-            inferred = _static_shape(out)
-            if declared is not None and inferred is not None and declared != inferred \
-                    and not (declared == [] and inferred in ([], [1])):
+            declared, inferred = _declared_shape(outputs[0].tensor), _static_shape(out)
+            if declared is not None and inferred is not None and not _agrees(declared, inferred):
                 raise ConverterMismatch(
                     f"TVM's TFLite converter made {name} output '{outputs[0].tensor.Name().decode()}' "
                     f"of shape {inferred}, the model declares {declared}")
@@ -80,6 +189,12 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         if inferred is not None and inferred != declared and np.prod(inferred) == np.prod(declared):
             return relax.op.reshape(out, declared)
         return out
+
+    def convert_expand_dims(self, op):
+        data, axis = self.get_input_tensors(op)
+        axis = int(np.asarray(self.get_tensor_value(axis)).reshape(-1)[0])
+        rank = len(data.tensor.ShapeAsNumpy())
+        return relax.op.expand_dims(self.get_tensor_expr(data), axis + rank + 1 if axis < 0 else axis)
 
     def convert_qnn_fused_activation_function(self, expr, fused_activation_fn, scale, zero_point, dtype):
         if fused_activation_fn == _Activation.NONE:
