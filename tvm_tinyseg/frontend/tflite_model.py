@@ -8,6 +8,7 @@ from tvm import relax
 from tvm.relax.frontend.tflite import tflite_frontend
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
+from tvm_tinyseg.passes.tile_to_resize import TileToNearestResize
 
 from . import input_shapes as input_shapes_
 from .model import ImportedModel, TensorInfo
@@ -25,7 +26,7 @@ _TENSOR_TYPES = {0: "float32", 2: "int32", 9: "int8", 3: "uint8", 7: "int16", 4:
 SUPPORTED_INT8_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "CONCATENATION", "ADD", "MUL", "LOGISTIC", "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2",
-    "RESHAPE", "QUANTIZE", "DEQUANTIZE"})
+    "RESHAPE", "QUANTIZE", "DEQUANTIZE", "TILE", "EXPAND_DIMS"})
 
 
 class _OperatorConverter(ConverterFixes):
@@ -198,4 +199,5 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: TVM's TFLite frontend could not import the model: {first}") from None
+    mod = TileToNearestResize()(mod)  # Keras 3's UpSampling2D(nearest) as the resize it is
     return ImportedModel(os.fspath(path), "tflite", mod, inputs, outputs, ops)
