@@ -78,11 +78,69 @@ def enet_like_float():
     return _keras3_default_export(model)
 
 
-MODELS = {"enet_like_float": enet_like_float}
+def _int8(converter, shape):
+    """Full-integer post-training quantization with a seeded representative dataset."""
+    rng = np.random.default_rng(SEED)
+    samples = [rng.uniform(-1, 1, (1, *shape)).astype(np.float32) for _ in range(16)]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([s] for s in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def unet_upsampling(resize=False):
+    """A two-level U-Net whose decoder uses UpSampling2D (nearest) + concat + conv, and an ASPP-like
+    block of dilated 3x3 convs (exported as SPACE_TO_BATCH_ND → CONV_2D → BATCH_TO_SPACE_ND).
+    ``resize``: the same upsampling as a Resizing layer (RESIZE_NEAREST_NEIGHBOR, which TFLite
+    Micro runs, unlike the TILE that UpSampling2D becomes)."""
+    inp = keras.Input((24, 32, 3))
+    e1 = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    e2 = layers.Conv2D(16, 3, padding="same", activation="relu")(layers.MaxPooling2D(2)(e1))
+    aspp = layers.Concatenate()([
+        layers.Conv2D(8, 1, activation="relu")(e2),
+        layers.Conv2D(8, 3, padding="same", dilation_rate=2)(e2),  # no activation: TFLite would
+        layers.DepthwiseConv2D(3, padding="same", dilation_rate=3)(e2)])  # make it a standalone RELU
+    upsample = layers.Resizing(24, 32, interpolation="nearest") if resize else layers.UpSampling2D(2)
+    d1 = layers.Concatenate()([upsample(aspp), e1])
+    d1 = layers.Conv2D(8, 3, padding="same", activation="relu")(d1)
+    return keras.Model(inp, layers.Conv2D(3, 1)(d1))
+
+
+def _unet_model(resize=False):
+    keras.utils.set_random_seed(SEED)
+    return unet_upsampling(resize)
+
+
+def _unet_int8(resize):
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        _unet_model(resize).export(saved, format="tf_saved_model", verbose=False)
+        return _int8(tf.lite.TFLiteConverter.from_saved_model(saved), (24, 32, 3))
+
+
+def unet_upsampling_int8():
+    """Keras 3 default export (dynamic batch), full int8."""
+    return _unet_int8(resize=False)
+
+
+def unet_resize_int8():
+    """The same weights and quantization with RESIZE_NEAREST_NEIGHBOR: TFLite Micro's reference."""
+    return _unet_int8(resize=True)
+
+
+def unet_upsampling_float():
+    """Same network, Keras 3 default export, float."""
+    return _keras3_default_export(_unet_model())
+
+
+MODELS = {"enet_like_float": enet_like_float, "unet_upsampling_int8": unet_upsampling_int8,
+          "unet_upsampling_float": unet_upsampling_float, "unet_resize_int8": unet_resize_int8}
 
 
 def main(names):
     for name in names or MODELS:
+        keras.backend.clear_session()  # layer names (in the file) must not depend on the models before
         data = MODELS[name]()
         with open(os.path.join(HERE, name + ".tflite"), "wb") as f:
             f.write(data)

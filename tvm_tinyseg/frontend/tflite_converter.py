@@ -13,6 +13,10 @@
   shapes as TVM's converters require.
 * EXPAND_DIMS: TVM's converter calls ``relax.op.expand_dims`` with a stale signature (fails).
 * TILE and EXPAND_DIMS on int8 only move values: accepted quantized.
+* SPACE_TO_BATCH_ND → CONV_2D/DEPTHWISE_CONV_2D → BATCH_TO_SPACE_ND (TensorFlow's export of a
+  dilated convolution) becomes one convolution with dilation = the block shape and padding =
+  SPACE_TO_BATCH's paddings less BATCH_TO_SPACE's crops; the two ops alone are refused (TVM
+  imports them as packed calls that have no C).
 * Guard: every converted op's inferred output shape must be the one the model declares; a
   converter that misreads an attribute (a stride, a padding, a flag) usually changes it, and
   that is reported as the converter's failure (ConverterMismatch) rather than compiled.
@@ -45,7 +49,7 @@ class ConverterMismatch(RuntimeError):
 
 
 # Data movement TVM refuses quantized although it needs no requantization.
-_QUANTIZED_DATA_MOVEMENT = frozenset({"TILE", "EXPAND_DIMS"})
+_QUANTIZED_DATA_MOVEMENT = frozenset({"SHAPE", "TILE", "EXPAND_DIMS", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"})
 _INTEGER_TYPES = ("int32", "int64")
 
 
@@ -125,7 +129,79 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         super().__init__(*args, **kwargs)
         self._SUPPORTED_QUANTIZED_OPS = type(self)._SUPPORTED_QUANTIZED_OPS | _QUANTIZED_DATA_MOVEMENT
         self.folded = {}  # tensor index -> numpy value computed at import time
+        self.dilated = self._dilated_convs()  # op position -> (dilation, padding), None for S2B/B2S
         self.convert_map = {name: self._shape_checked(name, convert) for name, convert in self.convert_map.items()}
+
+    # -- dilated convolutions ----------------------------------------------------------------
+    def _dilated_convs(self):
+        """{conv op position: (block, padding top/left/bottom/right)} for each S2B → conv → B2S."""
+        producer, consumers = {}, {}
+        ops = [self.subgraph.Operators(i) for i in range(self.subgraph.OperatorsLength())]
+        for i, op in enumerate(ops):
+            for t in op.OutputsAsNumpy():
+                producer[int(t)] = i
+            for t in op.InputsAsNumpy():
+                consumers.setdefault(int(t), []).append(i)
+        graph_outputs = {int(t) for t in self.subgraph.OutputsAsNumpy()}
+        found = {}
+        for i, op in enumerate(ops):
+            if self.get_op_code_str(op) not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                continue
+            x, out = int(op.Inputs(0)), int(op.Outputs(0))
+            s2b, b2s = producer.get(x), (consumers.get(out) or [None])[0]
+            if s2b is None or b2s is None or len(consumers[x]) != 1 or len(consumers[out]) != 1 \
+                    or x in graph_outputs or out in graph_outputs \
+                    or self.get_op_code_str(ops[s2b]) != "SPACE_TO_BATCH_ND" \
+                    or self.get_op_code_str(ops[b2s]) != "BATCH_TO_SPACE_ND":
+                continue
+            table = "Conv2DOptions" if self.get_op_code_str(op) == "CONV_2D" else "DepthwiseConv2DOptions"
+            options = _options(op, table)
+            s2b_inputs, b2s_inputs = self.get_input_tensors(ops[s2b]), self.get_input_tensors(ops[b2s])
+            values = [self._constant_value(t) for t in (*s2b_inputs[1:], *b2s_inputs[1:])]
+            if any(v is None for v in values) or options.Padding() != _tflite("Padding").Padding.VALID \
+                    or (options.StrideH(), options.StrideW(), options.DilationHFactor(),
+                        options.DilationWFactor()) != (1, 1, 1, 1):
+                continue
+            block, paddings, block_again, crops = (np.asarray(v).astype(np.int64) for v in values)
+            pad = paddings - crops
+            if block.shape != (2,) or not np.array_equal(block, block_again) or np.any(pad < 0):
+                continue
+            found[op._tab.Pos] = (tuple(int(b) for b in block),
+                                  (int(pad[0, 0]), int(pad[1, 0]), int(pad[0, 1]), int(pad[1, 1])))
+            found[ops[s2b]._tab.Pos] = found[ops[b2s]._tab.Pos] = None  # identities around it
+        return found
+
+    def convert_conv(self, op, conv_type):
+        out = super().convert_conv(op, conv_type)
+        if self.dilated.get(op._tab.Pos) is None:
+            return out
+        dilation, padding = self.dilated[op._tab.Pos]
+
+        def dilated(expr):
+            if isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get("relax.nn.conv2d"):
+                a = expr.attrs
+                return relax.op.nn.conv2d(expr.args[0], expr.args[1], strides=a.strides, padding=padding,
+                                          dilation=dilation, groups=a.groups, data_layout=a.data_layout,
+                                          kernel_layout=a.kernel_layout, out_layout=a.out_layout,
+                                          out_dtype=a.out_dtype)
+            if isinstance(expr, relax.Call):
+                return relax.Call(expr.op, [dilated(arg) for arg in expr.args], expr.attrs, expr.ty_args)
+            if isinstance(expr, relax.Tuple):
+                return relax.Tuple([dilated(field) for field in expr.fields])
+            return expr
+
+        return dilated(out)
+
+    def _identity_or_refused(self, op, name):
+        if op._tab.Pos not in self.dilated:
+            raise tvm.error.OpNotImplemented(f"{name} is only supported around a convolution (a dilated convolution)")
+        return self.get_tensor_expr(self.get_input_tensors(op)[0])
+
+    def convert_space_to_batch_nd(self, op):
+        return self._identity_or_refused(op, "SPACE_TO_BATCH_ND")
+
+    def convert_batch_to_space_nd(self, op):
+        return self._identity_or_refused(op, "BATCH_TO_SPACE_ND")
 
     # -- folding shape arithmetic -------------------------------------------------------------
     def has_expr(self, input_tensor_idx):
@@ -171,8 +247,9 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                 return None
             out = convert(op=op)
             outputs = self.get_output_tensors(op)
-            if out is None or isinstance(out, relax.Tuple) or len(outputs) != 1:
-                return out
+            if out is None or isinstance(out, relax.Tuple) or len(outputs) != 1 \
+                    or op._tab.Pos in self.dilated and name != "BATCH_TO_SPACE_ND":
+                return out  # inside a dilated conv, shapes are the fused conv's until BATCH_TO_SPACE_ND
             out = self.bb.normalize(out)
             declared, inferred = _declared_shape(outputs[0].tensor), _static_shape(out)
             if declared is not None and inferred is not None and not _agrees(declared, inferred):
