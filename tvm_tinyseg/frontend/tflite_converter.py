@@ -144,17 +144,17 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                 consumers.setdefault(int(t), []).append(i)
         graph_outputs = {int(t) for t in self.subgraph.OutputsAsNumpy()}
         found = {}
+        names = [self._op_name(op) for op in ops]
         for i, op in enumerate(ops):
-            if self.get_op_code_str(op) not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            if names[i] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 continue
             x, out = int(op.Inputs(0)), int(op.Outputs(0))
             s2b, b2s = producer.get(x), (consumers.get(out) or [None])[0]
             if s2b is None or b2s is None or len(consumers[x]) != 1 or len(consumers[out]) != 1 \
                     or x in graph_outputs or out in graph_outputs \
-                    or self.get_op_code_str(ops[s2b]) != "SPACE_TO_BATCH_ND" \
-                    or self.get_op_code_str(ops[b2s]) != "BATCH_TO_SPACE_ND":
+                    or names[s2b] != "SPACE_TO_BATCH_ND" or names[b2s] != "BATCH_TO_SPACE_ND":
                 continue
-            table = "Conv2DOptions" if self.get_op_code_str(op) == "CONV_2D" else "DepthwiseConv2DOptions"
+            table = "Conv2DOptions" if names[i] == "CONV_2D" else "DepthwiseConv2DOptions"
             options = _options(op, table)
             s2b_inputs, b2s_inputs = self.get_input_tensors(ops[s2b]), self.get_input_tensors(ops[b2s])
             values = [self._constant_value(t) for t in (*s2b_inputs[1:], *b2s_inputs[1:])]
@@ -170,6 +170,12 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                                   (int(pad[0, 0]), int(pad[1, 0]), int(pad[0, 1]), int(pad[1, 1])))
             found[ops[s2b]._tab.Pos] = found[ops[b2s]._tab.Pos] = None  # identities around it
         return found
+
+    def _op_name(self, op):
+        try:
+            return self.get_op_code_str(op)
+        except NotImplementedError:  # a custom op: reported by the loader's check
+            return "CUSTOM"
 
     def convert_conv(self, op, conv_type):
         out = super().convert_conv(op, conv_type)
