@@ -26,7 +26,9 @@ _TENSOR_TYPES = {0: "float32", 2: "int32", 9: "int8", 3: "uint8", 7: "int16", 4:
 SUPPORTED_INT8_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "CONCATENATION", "ADD", "MUL", "LOGISTIC", "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2",
-    "RESHAPE", "QUANTIZE", "DEQUANTIZE", "TILE", "EXPAND_DIMS", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"})
+    "RESHAPE", "QUANTIZE", "DEQUANTIZE",
+    # data movement, or folded into a dilated convolution (tflite_converter.py)
+    "TILE", "EXPAND_DIMS", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"})
 
 
 class _OperatorConverter(ConverterFixes):
@@ -115,7 +117,8 @@ def _check_ops_supported(path, model, subgraph, ops, converter_ops):
     and ops with an int8 output that have no integer lowering."""
     unsupported = {}  # display name -> operator indices, in order of first appearance
     for i, op_name in enumerate(ops):
-        int8_output = any(_tensor_info(subgraph, int(j)).dtype == "int8" for j in subgraph.Operators(i).OutputsAsNumpy())
+        outputs = subgraph.Operators(i).OutputsAsNumpy()
+        int8_output = any(_tensor_info(subgraph, int(j)).dtype == "int8" for j in outputs)
         if op_name not in converter_ops or (int8_output and op_name not in SUPPORTED_INT8_OPS):
             unsupported.setdefault(_display_name(model, subgraph, i, op_name), []).append(i)
     if unsupported:
