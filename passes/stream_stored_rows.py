@@ -103,9 +103,8 @@ def StreamStoredRows(func: tirx.PrimFunc, mod: tvm.IRModule, ctx: tvm.transform.
         return func
     inline_injective_producers(sch, sch.get_sblock("root"))  # e.g. the concat between stream and conv
     sch.compute_at(stream, _row_loop(sch, _reader_of(sch, stream)))
-    # a ring of as many rows as one output row reads (at most the tensor's): row r lives in slot r % rows
-    height = int(sch.get(stream).writes[0].source.ty.shape[1])
-    rows = min(int(sch.get(sch.get_loops(stream)[-3]).extent), height)
+    # a ring of as many rows as one output row reads: row r lives in slot r % rows
+    rows = int(sch.get(sch.get_loops(stream)[-3]).extent)
     sch.transform_layout(stream, ("write", 0), lambda n, h, w, c: (n, tirx.floormod(h, rows), w, c))
     loops = [sch.get(lp) for lp in sch.get_loops(stream)]
     output_row, slot, row_loop, pixel_loop = loops[-4:]  # ... y, window row, then one NHWC row: W x C
