@@ -191,7 +191,8 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
             name = storage_of[arg]
             tensors[name].consumers.append(step)
             return name
-        raise UnsupportedModelError(f"kernel argument {arg} is neither a tensor nor a constant")
+        # the kernel passes produce only these: anything else is a bug of ours (an internal error)
+        raise RuntimeError(f"kernel argument {arg} is neither a tensor nor a constant")
 
     blocks = func.body.blocks
     for block in blocks:
@@ -218,7 +219,7 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
                 steps.append(Step(index, value.args[0].name_hint, args, name, kind))
             else:
                 op = getattr(value, "op", value)
-                raise UnsupportedModelError(f"cannot plan memory for binding '{var.name}' = {getattr(op, 'name', op)}")
+                raise RuntimeError(f"cannot plan memory for binding '{var.name}' = {getattr(op, 'name', op)}")
     result = func.body.body
     fields = tuple_of.get(result, list(result.fields) if isinstance(result, relax.Tuple) else [result])
     if not all(isinstance(f, relax.Var) and f in storage_of for f in fields):

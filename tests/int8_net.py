@@ -86,7 +86,7 @@ class Net:
                       "fused_activation_function": activation}))
         return y
 
-    def transpose_conv(self, x, out_channels, kernel, stride, padding, bias, out_zp=9):
+    def transpose_conv(self, x, out_channels, kernel, stride, padding, bias, out_zp=9, activation="NONE"):
         """TRANSPOSE_CONV. ``bias``: True, False (3 inputs) or None (an empty optional input, -1)."""
         (_, h, w, c), (in_scale, _) = self.shape(x), self.qparams(x)
         weights, w_scales = self._weights([out_channels, kernel, kernel, c], 0)
@@ -98,7 +98,7 @@ class Net:
         if bias or bias is None:
             inputs.append(self._bias(in_scale, w_scales) if bias else -1)
         self.b.op("TRANSPOSE_CONV", inputs, [y], options=("TransposeConvOptions", {
-            "padding": padding, "stride_h": stride, "stride_w": stride}))
+            "padding": padding, "stride_h": stride, "stride_w": stride, "fused_activation_function": activation}))
         return y
 
     def pool(self, x, op, size, stride, padding, activation="NONE"):

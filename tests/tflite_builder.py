@@ -77,7 +77,7 @@ class TFLiteBuilder:
         self.description = description
         self._buffers = [b""]  # buffer 0 is the schema's empty sentinel
         self._tensors = []     # (name, shape, tensor type, buffer index, quantization or None)
-        self._opcodes = []     # builtin operator codes, index = opcode index
+        self._opcodes = []     # (builtin operator code, custom code or None), index = opcode index
         self._ops = []         # (opcode index, inputs, outputs, options or None)
 
     # ---- graph construction ------------------------------------------------------------
@@ -118,9 +118,10 @@ class TFLiteBuilder:
             raise ValueError("quantization needs as many zero points as scales")
         return scales, zero_points, int(axis)
 
-    def op(self, code, inputs, outputs, options=None):
+    def op(self, code, inputs, outputs, options=None, custom_code=None):
         """Add an operator. ``code`` is a BuiltinOperator name (``"CONV_2D"``) or number;
-        ``options`` is ``None`` or ``(options table name, {field_name: value})``."""
+        ``options`` is ``None`` or ``(options table name, {field_name: value})``; ``custom_code``
+        names a ``"CUSTOM"`` op's implementation."""
         if isinstance(code, str):
             if not hasattr(_BuiltinOperator, code):
                 raise ValueError(f"unknown builtin operator {code!r}")
@@ -130,9 +131,9 @@ class TFLiteBuilder:
             if not hasattr(_BuiltinOptions, table):
                 raise ValueError(f"unknown builtin options table {table!r}")
             options = (table, dict(fields))
-        if code not in self._opcodes:
-            self._opcodes.append(code)
-        self._ops.append((self._opcodes.index(code), [int(i) for i in inputs],
+        if (code, custom_code) not in self._opcodes:
+            self._opcodes.append((code, custom_code))
+        self._ops.append((self._opcodes.index((code, custom_code)), [int(i) for i in inputs],
                           [int(o) for o in outputs], options))
 
     # ---- serialization -----------------------------------------------------------------
@@ -160,12 +161,15 @@ class TFLiteBuilder:
         subgraph_offset = subgraph.SubGraphEnd(fb)
 
         opcodes = []
-        for code in self._opcodes:
+        for code, custom_code in self._opcodes:
+            custom = fb.CreateString(custom_code) if custom_code is not None else None
             operator_code.OperatorCodeStart(fb)
             operator_code.OperatorCodeAddDeprecatedBuiltinCode(
                 fb, min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES))
             operator_code.OperatorCodeAddBuiltinCode(fb, code)
             operator_code.OperatorCodeAddVersion(fb, 1)
+            if custom is not None:
+                operator_code.OperatorCodeAddCustomCode(fb, custom)
             opcodes.append(operator_code.OperatorCodeEnd(fb))
 
         opcode_vec = _offset_vector(fb, model.ModelStartOperatorCodesVector, opcodes)

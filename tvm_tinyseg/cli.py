@@ -127,7 +127,8 @@ def cmd_compile(args) -> int:
     with tvm.transform.PassContext(config=config):
         result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
                                storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                               mcpu=args.mcpu, module_name=args.module_name)
+                               mcpu=args.mcpu, module_name=args.module_name,
+                               input_shapes=dict(args.input_shape or []))
     if export:
         export(args.output, board_budget)
     report = result.memory_report
@@ -147,7 +148,8 @@ def cmd_analyze(args) -> int:
 
     _progress(f"analyzing {args.model}")
     result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=args.ram_budget,
-                           storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None)
+                           storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
+                           input_shapes=dict(args.input_shape or []))
     print(format_analysis(result.table, result.plan))
     if args.plot:
         plot_timeline(result, result.plan, args.plot)
@@ -360,6 +362,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_input_shape(p) -> None:
+    from tvm_tinyseg.frontend.input_shapes import parse_input_shape
+
+    p.add_argument("--input-shape", action="append", type=_checked(parse_input_shape), metavar="NAME:DIMS",
+                   help="shape of an input with dynamic dimensions, e.g. input_1:1x128x128x3 (repeatable; "
+                        "a dynamic batch alone is fixed to 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyseg", description=(
         "Compile quantized segmentation models to plain C for microcontrollers (TVM + TinySeg)."))
@@ -387,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")
+    _add_input_shape(p)
     p.add_argument("--project", choices=["qemu_cortex_m", "zephyr", "arduino"],
                    help="also write a ready board project into the output directory (its RAM budget: --ram-budget)")
     p.set_defaults(func=cmd_compile)
@@ -399,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RAM for the arena (as for 'compile'; drawn as a line on the plot)")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("run", help="build a compiled model and run it on one input")

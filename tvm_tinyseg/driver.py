@@ -153,18 +153,20 @@ def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
                   fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
-                  module_name: str = DEFAULT_MODULE_NAME) -> CompileResult:
+                  module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
-    memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``)."""
+    memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
+    ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
+    other than the batch (which is fixed to 1)."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
                               planner=planner)
-    model = load_model(path)
+    model = load_model(path, input_shapes)
     try:
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file

@@ -13,8 +13,9 @@ from .tflite_model import load_tflite
 _LOADERS = {".tflite": load_tflite, ".onnx": load_onnx}
 
 
-def load_model(path) -> ImportedModel:
-    """Load a model file, choosing the frontend by extension; errors are one-line TinySegErrors."""
+def load_model(path, input_shapes: dict = None) -> ImportedModel:
+    """Load a model file, choosing the frontend by extension; errors are one-line TinySegErrors.
+    ``input_shapes`` ({input name: shape}) fixes inputs' dynamic dimensions (input_shapes.py)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: model file not found")
@@ -23,7 +24,7 @@ def load_model(path) -> ImportedModel:
     loader = _LOADERS.get(os.path.splitext(path)[1].lower())
     if loader is None:
         raise ModelFileError(f"{path}: unknown model format (expected .tflite or .onnx)")
-    model = loader(path)
+    model = loader(path, input_shapes)
     _check_static_nonempty_shapes(path, model.mod)
     return model
 

@@ -10,6 +10,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR
 
+from . import input_shapes as input_shapes_
 from .model import ImportedModel, TensorInfo
 from .onnx_qoperator import is_qoperator, qoperator_to_qdq
 
@@ -17,16 +18,11 @@ _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onn
            onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
 
 
-def _value_info(path, value) -> TensorInfo:
+def _value_info(path, value, input_shapes) -> TensorInfo:
     tensor_type = value.type.tensor_type
-    dims = []
-    for d in tensor_type.shape.dim:
-        if not d.HasField("dim_value") or d.dim_value <= 0:
-            raise UnsupportedModelError(
-                f"{path}: input '{value.name}' has a dynamic dimension ({d.dim_param or '?'}); "
-                "re-export the model with a fixed input size")
-        dims.append(int(d.dim_value))
-    return TensorInfo(value.name, tuple(dims), _DTYPES.get(tensor_type.elem_type, f"onnx{tensor_type.elem_type}"))
+    dims = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+    shape = input_shapes_.resolve(path, value.name, dims, input_shapes)
+    return TensorInfo(value.name, shape, _DTYPES.get(tensor_type.elem_type, f"onnx{tensor_type.elem_type}"))
 
 
 # int8 ONNX comes in QDQ form (QuantizeLinear/DequantizeLinear around float ops; QOperator models
@@ -65,7 +61,7 @@ def _check_quantization(path, graph, initializers) -> bool:
     return qdq
 
 
-def load_onnx(path: str) -> ImportedModel:
+def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
     with open(path, "rb") as f:
         if f.read(8)[4:8] == b"TFL3":
             raise ModelFileError(f"{path}: a TFLite flatbuffer, not an ONNX model; name it .tflite")
@@ -82,7 +78,8 @@ def load_onnx(path: str) -> ImportedModel:
             raise UnsupportedModelError(f"{path}: {err}") from None
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    inputs = [_value_info(path, v) for v in graph.input if v.name not in initializers]
+    inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
+    input_shapes_.check_known(path, input_shapes, [t.name for t in inputs])
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),
                           _DTYPES.get(v.type.tensor_type.elem_type, "?")) for v in graph.output]
     ops = [node.op_type for node in graph.node]

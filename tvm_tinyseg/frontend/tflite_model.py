@@ -8,8 +8,11 @@ from tvm import relax
 from tvm.relax.frontend.tflite import tflite_frontend
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
+from tvm_tinyseg.passes.tile_to_resize import TileToNearestResize
 
+from . import input_shapes as input_shapes_
 from .model import ImportedModel, TensorInfo
+from .tflite_converter import ConverterFixes, ConverterMismatch
 from .tflite_spatial import QUANTIZED_DATA_MOVEMENT, SPATIAL_INT8_OPS, SpatialOpsConverter, check_spatial_ops
 from .tflite_verify import verify_tflite
 
@@ -27,11 +30,13 @@ SUPPORTED_INT8_OPS = frozenset({
     "RESHAPE", "QUANTIZE", "DEQUANTIZE",
     # activations and elementwise ops (passes/int8/activation_rules.py)
     "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "HARD_SWISH", "TANH", "PRELU", "SOFTMAX",
-    "SUB", "MINIMUM", "MAXIMUM", "SQUARED_DIFFERENCE"}) | SPATIAL_INT8_OPS
+    "SUB", "MINIMUM", "MAXIMUM", "SQUARED_DIFFERENCE",
+    # data movement, or folded into a dilated convolution (tflite_converter.py)
+    "TILE", "EXPAND_DIMS", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}) | SPATIAL_INT8_OPS
 
 
-class _OperatorConverter(SpatialOpsConverter, tflite_frontend.OperatorConverter):
-    """TVM's TFLite converter with these gaps closed:
+class _OperatorConverter(SpatialOpsConverter, ConverterFixes):
+    """TVM's TFLite converter with the fixes of tflite_converter.py and these gaps closed:
 
     * it refuses quantized RESIZE_NEAREST_NEIGHBOR and PAD, although both only move int8 values
       (PAD fills with the zero point) and need no requantization;
@@ -75,6 +80,12 @@ class _OperatorConverter(SpatialOpsConverter, tflite_frontend.OperatorConverter)
         return self.get_tensors(indices)
 
 
+def _converter_ops(model, subgraph):
+    """The op names the converter has a conversion for."""
+    converter = _OperatorConverter(model, subgraph, tflite_frontend.ExprTable(), relax.BlockBuilder())
+    return frozenset(converter.convert_map)
+
+
 def _op_names(model, subgraph):
     names = {v: k for k, v in vars(_tflite("BuiltinOperator").BuiltinOperator).items() if not k.startswith("_")}
     ops = []
@@ -108,11 +119,10 @@ def _per_axis(subgraph, index):
 
 def _check_quantization(path, subgraph, ops):
     """int8 only (uint8 only as a model input/output converted by QUANTIZE), per-axis only on
-    weights/biases along the output channels, int8 ops only."""
+    weights/biases along the output channels."""
     boundary = {int(t) for t in subgraph.InputsAsNumpy()} | {int(t) for t in subgraph.OutputsAsNumpy()}
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
-        outputs = [_tensor_info(subgraph, j) for j in op.OutputsAsNumpy()]
         inputs = [int(j) for j in op.InputsAsNumpy()]
         for position, index in enumerate(inputs + [int(j) for j in op.OutputsAsNumpy()]):
             if index < 0:
@@ -131,23 +141,76 @@ def _check_quantization(path, subgraph, ops):
                 raise UnsupportedModelError(
                     f"{path}: {op_name} (operator #{i}) tensor '{tensor.name}' is quantized per-axis on axis "
                     f"{axis}; expected {expected}")
-        if any(o.dtype == "int8" for o in outputs) and op_name not in SUPPORTED_INT8_OPS:
-            raise UnsupportedModelError(
-                f"{path}: unsupported op {op_name} (operator #{i}, output '{outputs[0].name}'); "
-                f"supported int8 ops: {', '.join(sorted(SUPPORTED_INT8_OPS))}")
 
 
-def _check_static_inputs(path, subgraph):
+def _display_name(model, subgraph, i, op_name):
+    if op_name != "CUSTOM":
+        return op_name
+    code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex()).CustomCode()
+    return f"CUSTOM '{code.decode(errors='replace')}'" if code else "CUSTOM"
+
+
+def _check_ops_supported(path, model, subgraph, ops, converter_ops):
+    """All unsupported ops in one line, each with its count: ops TVM's converter does not know,
+    and ops with an int8 output that have no integer lowering."""
+    unsupported = {}  # display name -> operator indices, in order of first appearance
+    for i, op_name in enumerate(ops):
+        outputs = subgraph.Operators(i).OutputsAsNumpy()
+        int8_output = any(_tensor_info(subgraph, int(j)).dtype == "int8" for j in outputs)
+        if op_name not in converter_ops or (int8_output and op_name not in SUPPORTED_INT8_OPS):
+            unsupported.setdefault(_display_name(model, subgraph, i, op_name), []).append(i)
+    if unsupported:
+        counts = ", ".join(f"{name} ({len(indices)})" for name, indices in unsupported.items())
+        name, indices = next(iter(unsupported.items()))
+        first = subgraph.Operators(indices[0])
+        output = _tensor_info(subgraph, int(first.Outputs(0))).name if first.OutputsLength() else "none"
+        raise UnsupportedModelError(
+            f"{path}: unsupported ops: {counts} (first: {name} operator #{indices[0]}, output '{output}')")
+
+
+def _input_shapes(path, subgraph, input_shapes) -> dict:
+    """Each input's static shape (see input_shapes.py)."""
+    shapes, names = {}, []
     for i in subgraph.InputsAsNumpy():
         tensor = subgraph.Tensors(int(i))
-        signature = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else np.zeros(0)
-        if np.any(signature < 0):
-            raise UnsupportedModelError(
-                f"{path}: input '{tensor.Name().decode()}' has a dynamic shape {signature.tolist()} "
-                "(-1 = any size); re-export the model with a fixed input size")
+        name = tensor.Name().decode()
+        names.append(name)
+        dims = [int(s) for s in tensor.ShapeAsNumpy()]
+        if tensor.ShapeSignatureLength():
+            dims = [None if s < 0 else d for d, s in zip(dims, tensor.ShapeSignatureAsNumpy())]
+        shapes[name] = input_shapes_.resolve(path, name, dims, input_shapes)
+    input_shapes_.check_known(path, input_shapes, names)
+    return shapes
 
 
-def load_tflite(path: str) -> ImportedModel:
+def _declare_shapes(path, data, subgraph, shapes) -> bytes:
+    """The file with every tensor's declared shape as LiteRT infers it from the input ``shapes``:
+    TVM's converters read declared shapes, which are placeholders (1) in dynamic dimensions."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise UnsupportedModelError(f"{path}: dynamic dimensions other than the batch need ai-edge-litert "
+                                    "(pip install ai-edge-litert) to infer the shapes inside the model") from None
+    interpreter = Interpreter(model_content=data)
+    for detail in interpreter.get_input_details():
+        interpreter.resize_tensor_input(detail["index"], list(shapes[detail["name"]]))
+    try:
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as err:
+        raise UnsupportedModelError(f"{path}: the input shapes given do not fit the model "
+                                    f"({str(err).strip().splitlines()[0]})") from None
+    patched = bytearray(data)
+    for detail in interpreter.get_tensor_details():
+        tensor = subgraph.Tensors(int(detail["index"]))
+        offset = tensor._tab.Offset(4)  # Tensor.shape
+        if not offset or tensor.ShapeLength() != len(detail["shape"]):
+            continue
+        start = tensor._tab.Vector(offset)
+        patched[start:start + 4 * len(detail["shape"])] = np.asarray(detail["shape"], "<i4").tobytes()
+    return bytes(patched)
+
+
+def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 8 or data[4:8] != b"TFL3":
@@ -157,17 +220,26 @@ def load_tflite(path: str) -> ImportedModel:
         raise UnsupportedModelError(f"{path}: {n_subgraphs} subgraphs; only single-subgraph models are supported")
     model = _tflite("Model").Model.GetRootAsModel(data, 0)
     subgraph = model.Subgraphs(0)
+    shapes = _input_shapes(path, subgraph, input_shapes)
+    declared = {_tensor_info(subgraph, i).name: _tensor_info(subgraph, i).shape for i in subgraph.InputsAsNumpy()}
+    if any(tuple(shapes[name]) != declared[name] for name in shapes):
+        data = _declare_shapes(path, data, subgraph, shapes)
+        model = _tflite("Model").Model.GetRootAsModel(data, 0)
+        subgraph = model.Subgraphs(0)
     ops = _op_names(model, subgraph)
     inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
-    _check_static_inputs(path, subgraph)
     _check_quantization(path, subgraph, ops)
     check_spatial_ops(path, subgraph, ops)
+    _check_ops_supported(path, model, subgraph, ops, _converter_ops(model, subgraph))
     try:
-        mod = tflite_frontend.from_tflite(model, op_converter=_OperatorConverter)
+        mod = tflite_frontend.from_tflite(model, shape_dict=shapes, op_converter=_OperatorConverter)
     except tvm.error.OpNotImplemented as err:
         raise UnsupportedModelError(f"{path}: {str(err).strip().splitlines()[0]}") from None
+    except ConverterMismatch as err:
+        raise ConverterMismatch(f"{path}: {err}") from None
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: TVM's TFLite frontend could not import the model: {first}") from None
+    mod = TileToNearestResize()(mod)  # Keras 3's UpSampling2D(nearest) as the resize it is
     return ImportedModel(os.fspath(path), "tflite", mod, inputs, outputs, ops)
