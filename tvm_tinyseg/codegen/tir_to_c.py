@@ -16,6 +16,7 @@ import tvm
 import tvm_ffi
 from tvm import ir, s_tir, tirx
 
+from tvm_tinyseg.passes.hoist_tap_conditions import HoistTapConditions
 from tvm_tinyseg.passes.lifetime import STORAGE_OP_ATTR  # spill/fetch copies become storage calls
 
 WORKSPACE_ALIGN = 16
@@ -101,6 +102,8 @@ def _lowering_passes():
         tirx.transform.UnrollLoop(),
         tirx.transform.StmtSimplify(),
         tirx.transform.RemoveNoOp(),
+        HoistTapConditions,
+        tirx.transform.StmtSimplify(),
         s_tir.transform.RewriteUnsafeSelect(),
         tirx.transform.CommonSubexprElim(),
         tirx.transform.VerifyMemory(),
