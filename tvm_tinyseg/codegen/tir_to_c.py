@@ -135,14 +135,26 @@ class CKernels:
     workspace_bytes: dict
 
 
+KERNEL_QUALIFIER = "TINYSEG_NOINLINE"
+# Each kernel stays a function of its own: inlined into the runner (each is called once), the
+# kernels share one register allocation: tinyunet_80x120 took 400 M instead of 312 M Cortex-M7 instructions.
+_KERNEL_QUALIFIER_DEFINITION = (
+    "#if defined(__GNUC__)",
+    f"#define {KERNEL_QUALIFIER} __attribute__((noinline))",
+    "#else",
+    f"#define {KERNEL_QUALIFIER}",
+    "#endif",
+)
+
 _DROPPED_LINES = ("// tvm target:", '#include "tvm/', "#define TVM_EXPORTS", "#ifdef __cplusplus",
                   'extern "C"', "#endif")
 
 
 def _clean_source(source: str, kernel_names) -> str:
-    """Kernels become ``static`` (one translation unit with the runner); TVM's prototypes of
-    extern helpers (math functions, tinyseg_mbqm) are dropped: their headers declare them."""
-    lines = []
+    """Kernels become ``static`` and not inlined (one translation unit with the runner); TVM's
+    prototypes of extern helpers (math functions, tinyseg_mbqm) are dropped: their headers
+    declare them."""
+    lines = list(_KERNEL_QUALIFIER_DEFINITION)
     for line in source.splitlines():
         if line.startswith(_DROPPED_LINES):
             continue
@@ -150,7 +162,7 @@ def _clean_source(source: str, kernel_names) -> str:
             match = re.match(r"TVM_DLL \w+ (\w+)\(", line)
             if not (match and match.group(1) in kernel_names):
                 continue
-            line = "static " + line[len("TVM_DLL "):]
+            line = f"static {KERNEL_QUALIFIER} " + line[len("TVM_DLL "):]
         lines.append(line)
     return "\n".join(lines)
 
