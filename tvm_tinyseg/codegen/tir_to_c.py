@@ -137,9 +137,13 @@ class CKernels:
 
 KERNEL_QUALIFIER = "TINYSEG_NOINLINE"
 # Each kernel stays a function of its own: inlined into the runner (each is called once), the
-# kernels share one register allocation: tinyunet_80x120 took 400 M instead of 312 M Cortex-M7 instructions.
+# kernels share one register allocation: tinyunet_80x120 took 400 M instead of 312 M Cortex-M7
+# instructions. No clone either: gcc 12 -O2 specialised for the constant arena addresses and
+# vectorised, the last kernel of tinyunet_80x120_float gave wrong outputs (-fno-ipa-cp fixes it).
 _KERNEL_QUALIFIER_DEFINITION = (
-    "#if defined(__GNUC__)",
+    "#if defined(__GNUC__) && !defined(__clang__)",
+    f"#define {KERNEL_QUALIFIER} __attribute__((noinline, noclone))",
+    "#elif defined(__GNUC__)",
     f"#define {KERNEL_QUALIFIER} __attribute__((noinline))",
     "#else",
     f"#define {KERNEL_QUALIFIER}",
