@@ -17,17 +17,14 @@ copy, so the consumer reads the stored tensor in place; for block and remote sto
 ``tinyseg_stream`` block that StreamStoredRows turns into row-window reads. Either way ``t`` needs
 no RAM again.
 
-The spill set comes from the PassContext (``tinyseg.ram_budget``, ``tinyseg.storage``,
-``tinyseg.fuse_fetch``, ``tinyseg.planner``) unless given explicitly.
+The pass only rewrites: the spill set is chosen by the memory planning stage
+(tvm_tinyseg/memory_planning.py), which also runs this pass.
 """
 import tvm
 from tvm import relax, te
 
 from .grouping import call_tir_parts, group_into_consumer
 from .lifetime import STORAGE_OP_ATTR, analyze_lifetimes
-from .mcu_schedule import MCUSchedule
-from .row_overwrite import find_overwrites
-from .spill_planner import choose_spills
 
 INJECTIVE = 2
 
@@ -177,36 +174,21 @@ class _Rewriter(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="InsertSpillFetch")
 class InsertSpillFetch:
-    """Spill idle long-living tensors to storage and fetch them back (see module docstring)."""
+    """Spill idle long-living tensors to storage and fetch them back (see module docstring):
+    ``spills`` (passes/spill_planner.Spill) to ``storage`` (pass_config.STORAGE_KINDS), read in
+    place by their consumers with ``fuse_fetch``."""
 
-    def __init__(self, spills=None, *, storage=None, fuse_fetch=None, ram_budget=None, planner=None,
-                 overwrite_rows=None):
-        self.spills, self.storage, self.fuse_fetch = spills, storage, fuse_fetch
-        self.ram_budget, self.planner, self.overwrite_rows = ram_budget, planner, overwrite_rows
+    def __init__(self, spills, *, storage: str = "file", fuse_fetch: bool = True):
+        self.spills, self.storage, self.fuse_fetch = list(spills), storage, fuse_fetch
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from tvm_tinyseg.pass_config import current_options
-
-        options = current_options(ctx)
-        storage = self.storage or options.storage
-        fuse = options.fuse_fetch if self.fuse_fetch is None else self.fuse_fetch
-        in_place = reads_in_place(storage, fuse)
-        table = analyze_lifetimes(mod["main"], mod)
-        spills = self.spills
-        if spills is None:
-            budget = options.ram_budget if self.ram_budget is None else self.ram_budget
-            if not budget:
-                return mod
-            overwrite = options.overwrite_rows if self.overwrite_rows is None else self.overwrite_rows
-            # outputs that may overwrite dead input rows need less arena: judge spills with them
-            overwrites = find_overwrites(MCUSchedule(mod), table) if overwrite else ()
-            spills = choose_spills(table, budget, reads_in_place=in_place, planner=self.planner or options.planner,
-                                   overwrites=overwrites).spills
-        if not spills:
+        if not self.spills:
             return mod
-        if not in_place and any(s.rows for s in spills):
+        in_place = reads_in_place(self.storage, self.fuse_fetch)
+        if not in_place and any(s.rows for s in self.spills):
             raise ValueError("partial spills need fused fetching (tinyseg.fuse_fetch)")
-        rewriter = _Rewriter(mod, table, spills, in_place, "fetch" if storage == "mmap" else "stream")
+        table = analyze_lifetimes(mod["main"], mod)
+        rewriter = _Rewriter(mod, table, self.spills, in_place, "fetch" if self.storage == "mmap" else "stream")
         rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(mod["main"]))
         mod = rewriter.builder_.finalize()
         if in_place:

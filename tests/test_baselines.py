@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from conftest import MODELS, int8_zoo
-from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
 
 BENCHMARKS = os.path.join(os.path.dirname(MODELS), "benchmarks")
@@ -31,9 +30,9 @@ def test_tinyseg_columns_match_a_fresh_compile(model, compiled_zoo):
 
 
 @pytest.mark.parametrize("model", int8_zoo(), ids=os.path.basename)
-def test_tinyseg_min_columns_match_a_fresh_compile(model):
+def test_tinyseg_min_columns_match_a_fresh_compile(model, compiled_zoo):
     record = _records()[os.path.basename(model)]
-    report = compile_model(model, ram_budget=SMALLEST_FEASIBLE, storage="mmap").memory_report
+    report = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="mmap")[0].memory_report
     assert record["tinyseg_min_bytes"] == report["arena_bytes"]
     assert record["tinyseg_moved_bytes"] == report["moved_bytes"]
     assert record["tinyseg_storage_bytes"] == report["storage_bytes"]

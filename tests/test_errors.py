@@ -190,12 +190,12 @@ def unsupported_op_onnx(tmp_path):
 
 
 @pytest.fixture
-def uint8_qdq_onnx(tmp_path):
+def int16_qdq_onnx(tmp_path):
     scale = onnx.numpy_helper.from_array(np.array(0.05, np.float32), "s")
-    zero_point = onnx.numpy_helper.from_array(np.array(128, np.uint8), "zp")
+    zero_point = onnx.numpy_helper.from_array(np.array(0, np.int16), "zp")
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0")]
-    return _onnx_model(tmp_path / "uint8_qdq.onnx", nodes, [scale, zero_point])
+    return _onnx_model(tmp_path / "int16_qdq.onnx", nodes, [scale, zero_point], opset=21)
 
 
 @pytest.mark.parametrize("fixture, error, words", [
@@ -218,7 +218,7 @@ def uint8_qdq_onnx(tmp_path):
     ("tflite_named_onnx", ModelFileError, "a TFLite flatbuffer, not an ONNX model"),
     ("dynamic_onnx", UnsupportedModelError, "dynamic dimension"),
     ("unsupported_op_onnx", UnsupportedModelError, "unsupported op Det (node #0 'det0')"),
-    ("uint8_qdq_onnx", UnsupportedModelError, "quantized ONNX model (QuantizeLinear node #0 'q0', uint8)"),
+    ("int16_qdq_onnx", UnsupportedModelError, "quantized ONNX model (QuantizeLinear node #0 'q0', int16)"),
 ])
 def test_bad_model_file_gives_one_line_error(fixture, error, words, request):
     path = request.getfixturevalue(fixture)

@@ -9,9 +9,15 @@ from tvm import relax
 
 from conftest import MODELS, seeded_input, tflm_reference
 from tvm_tinyseg.frontend import load_model
+from tvm_tinyseg.pass_config import register_options
 from tvm_tinyseg.pipeline import last_memory_report
 
 SMALL = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    register_options()  # the tinyseg.* PassContext keys these tests set
 
 
 def _run_vm(executable, x):

@@ -9,8 +9,8 @@ from conftest import MODELS, seeded_input, tflm_reference
 from tvm import te
 from tvm.script import tirx as T
 
-import tvm_tinyseg.pipeline  # noqa: F401 (registers the tinyseg.* PassContext options)
 from tvm_tinyseg.driver import compile_model
+from tvm_tinyseg.pass_config import register_options
 from tvm_tinyseg.platforms import host
 from tvm_tinyseg.passes.arena_planner import Buffer, peak_live_bytes, plan_arena
 from tvm_tinyseg.passes.row_overwrite import Overwrite, row_overwrite_lead, with_overwrites
@@ -118,6 +118,7 @@ def test_overwriting_rows_shrinks_the_arena_and_keeps_the_output(storage, tmp_pa
     x = seeded_input((1, 32, 32, 1), np.int8, 0)
     expected = tflm_reference(model, x)
     results = {}
+    register_options()
     for overwrite in (False, True):
         with tvm.transform.PassContext(config={"tinyseg.overwrite_rows": overwrite}):
             result = compile_model(model, str(tmp_path / f"{storage}{overwrite}"), ram_budget=-1,

@@ -1,7 +1,9 @@
-"""The generated C under AddressSanitizer + UndefinedBehaviorSanitizer and under valgrind's
-memcheck, for every zoo model, without spilling and at the smallest arena with spilled tensors in
-memory-mapped and in file storage. Each checked run must succeed and give exactly the output of
-the plain -O2 build (which test_zoo_exact/test_spill compare with TFLite Micro / onnxruntime)."""
+"""The generated C under AddressSanitizer + UndefinedBehaviorSanitizer for every zoo model, without
+spilling and at the smallest arena with spilled tensors in memory-mapped and in file storage, and
+under valgrind's memcheck for the small and the paper's model (valgrind finds what ASan misses in
+the runner and the storage code, which do not change with the model; its 20-50x slowdown on the
+large models cost minutes of suite time). Each checked run must succeed and give exactly the output
+of the plain -O2 build (which test_zoo_exact/test_spill compare with TFLite Micro / onnxruntime)."""
 import os
 import shutil
 
@@ -19,7 +21,8 @@ CONFIGS = {
     "spill_mmap": {"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap"},
     "spill_file": {"ram_budget": SMALLEST_FEASIBLE, "storage": "file"},
 }
-QUICK = ("tinyunet_32x32_c1.tflite",)  # the rest take minutes under valgrind: marked slow
+QUICK = ("tinyunet_32x32_c1.tflite",)  # the rest take minutes: marked slow
+UNDER_VALGRIND = QUICK + ("tinyunet_80x120.tflite",)
 MODELS = zoo(lambda f: f.endswith((".tflite", ".onnx")))
 
 
@@ -46,9 +49,9 @@ def test_generated_c_is_clean_under_sanitizers_and_valgrind(model, config, compi
     x = seeded_input(spec["shape"], spec["dtype"], 0)
     expected = host.run(out_dir, x, exe)
     sanitized = host.run(out_dir, x, host.build(out_dir, sanitize=True))
-    under_valgrind = host.run(out_dir, x, exe, valgrind=True)
     np.testing.assert_array_equal(sanitized, expected)
-    np.testing.assert_array_equal(under_valgrind, expected)
+    if os.path.basename(model) in UNDER_VALGRIND:
+        np.testing.assert_array_equal(host.run(out_dir, x, exe, valgrind=True), expected)
 
 
 def _patched_copy(out_dir, work_dir, statement, header=""):

@@ -184,8 +184,8 @@ def test_memory_mapped_storage_is_read_in_place_by_the_fused_consumer():
 
 
 # ---- whole models ---------------------------------------------------------------------------
-def _assert_exact(model, out_dir, stats=None):
-    exe = host.build(out_dir)
+def _assert_exact(model, out_dir, stats=None, exe=None):
+    exe = exe or host.build(out_dir)
     spec = io_spec(out_dir)["input"]
     for seed in SEEDS:
         x = seeded_input(spec["shape"], spec["dtype"], seed)
@@ -198,10 +198,10 @@ def _assert_exact(model, out_dir, stats=None):
                                    for p in int8_zoo()])
 def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, compiled_zoo, tmp_path):
     unconstrained = compiled_zoo.get(model)[0].memory_report["arena_bytes"]
-    smallest = compile_model(model, tmp_path / "min", ram_budget=SMALLEST_FEASIBLE, storage="mmap")
+    smallest, out_dir, exe = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="mmap")
     report = smallest.memory_report
     assert report["arena_bytes"] <= unconstrained
-    _assert_exact(model, str(tmp_path / "min"))
+    _assert_exact(model, out_dir, exe=exe)
     if report["arena_bytes"] < unconstrained:
         assert report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0
         budget = (report["arena_bytes"] + unconstrained) // 2
@@ -213,18 +213,19 @@ def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, co
 @pytest.mark.parametrize("model", [pytest.param(p, id=os.path.basename(p),
                                                 marks=[pytest.mark.slow] if "160x240" in p else [])
                                    for p in int8_zoo()])
-def test_zoo_on_block_storage_at_the_smallest_budget_matches_tflite_micro(model, tmp_path):
-    report = compile_model(model, tmp_path, ram_budget=SMALLEST_FEASIBLE, storage="file").memory_report
+def test_zoo_on_block_storage_at_the_smallest_budget_matches_tflite_micro(model, compiled_zoo):
+    result, out_dir, exe = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="file")
+    report = result.memory_report
     stats = {}
-    _assert_exact(model, str(tmp_path), stats)
+    _assert_exact(model, out_dir, stats, exe)
     assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]
 
 
-def test_tinyunet_is_more_than_half_below_tflite_micro(tmp_path):
-    report = compile_model(TINYUNET, tmp_path, ram_budget=SMALLEST_FEASIBLE, storage="mmap").memory_report
+def test_tinyunet_is_more_than_half_below_tflite_micro(compiled_zoo):
+    result, out_dir, exe = compiled_zoo.get(TINYUNET, ram_budget=SMALLEST_FEASIBLE, storage="mmap")
     tflm_arena = 508_744  # benchmarks/results.json, measured by bisection on the interpreter's arena size
-    assert report["arena_bytes"] <= 0.4 * tflm_arena
-    _assert_exact(TINYUNET, str(tmp_path))
+    assert result.memory_report["arena_bytes"] <= 0.4 * tflm_arena
+    _assert_exact(TINYUNET, out_dir, exe=exe)
 
 
 def _skip_heavy_model(path):

@@ -197,36 +197,43 @@ def tinyseg(result) -> dict:
             "weight_bytes": report["weight_bytes"]}
 
 
+def memory_plan(path, **options):
+    """The memory plan ``compile_model(path, **options)`` would emit, without generating C."""
+    from tvm_tinyseg.driver import lower_to_kernels, resolve_options
+    from tvm_tinyseg.frontend import load_model
+
+    return lower_to_kernels(load_model(path).mod, resolve_options(**options))
+
+
 def tinyseg_min(path, storage: str) -> dict:
     """The smallest arena any spill set reaches with ``storage`` (then the fewest bytes moved):
-    ``compile_model(path, ram_budget=SMALLEST_FEASIBLE, storage=storage)``. Field names get a
-    ``_file`` suffix for storage other than "mmap"."""
-    from tvm_tinyseg.driver import compile_model
+    ``plan_memory`` with ``ram_budget=SMALLEST_FEASIBLE``. Field names get a ``_file`` suffix for
+    storage other than "mmap"."""
+    from tvm_tinyseg.driver import spill_report
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
 
-    report = compile_model(path, ram_budget=SMALLEST_FEASIBLE, storage=storage).memory_report
+    plan = memory_plan(path, ram_budget=SMALLEST_FEASIBLE, storage=storage)
     suffix = "" if storage == "mmap" else f"_{storage}"
-    return {f"tinyseg_min_bytes{suffix}": report["arena_bytes"], f"tinyseg_moved_bytes{suffix}": report["moved_bytes"],
-            f"tinyseg_storage_bytes{suffix}": report["storage_bytes"],
-            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in report["spilled"]]}
+    return {f"tinyseg_min_bytes{suffix}": plan.arena.size, f"tinyseg_moved_bytes{suffix}": plan.moved_bytes,
+            f"tinyseg_storage_bytes{suffix}": plan.storage.size,
+            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in spill_report(plan.table)]}
 
 
 def tinyseg_budgets(path, nospill: int, budgets=DEFAULT_BUDGETS) -> dict:
-    """``compile_model(path, ram_budget=B, storage="mmap")`` for each budget; a budget below
+    """``plan_memory`` with ``ram_budget=B, storage="mmap"`` for each budget; a budget below
     TinySeg min is a result ("feasible": false), not an error."""
-    from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.passes.spill_planner import BudgetError
 
     rows = []
     for budget in budgets:
         nbytes = budget.resolve(nospill)
         try:
-            report = compile_model(path, ram_budget=nbytes, storage="mmap").memory_report
+            plan = memory_plan(path, ram_budget=nbytes, storage="mmap")
         except BudgetError:
             rows.append({"label": budget.label, "budget": nbytes, "feasible": False})
             continue
-        rows.append({"label": budget.label, "budget": nbytes, "arena_bytes": report["arena_bytes"],
-                     "moved_bytes": report["moved_bytes"], "spilled": len(report["spilled"])})
+        rows.append({"label": budget.label, "budget": nbytes, "arena_bytes": plan.arena.size,
+                     "moved_bytes": plan.moved_bytes, "spilled": len(plan.spills)})
     return {"tinyseg_budgets": rows}
 
 
@@ -303,7 +310,7 @@ def measure(path, budgets=DEFAULT_BUDGETS, qemu: bool = None, progress=_silent) 
     record.update(tvm_default(result))
     record.update(tinyseg(result))
     step("without TinySeg")
-    record["plain_arena_bytes"] = compile_model(path, tinyseg=False).memory_report["arena_bytes"]
+    record["plain_arena_bytes"] = memory_plan(path, tinyseg=False).arena.size
     for storage in ("mmap", "file"):
         step(f"TinySeg min ({storage} storage)")
         record.update(tinyseg_min(path, storage))

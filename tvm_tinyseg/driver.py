@@ -1,7 +1,7 @@
 """The compile driver: model file → Relax → int8 kernels → memory plan → C sources + memory.json.
 
-Each stage hands the next a plain object (ImportedModel, IRModule, LifetimeTable, ArenaPlan,
-CKernels) so tests and benchmarks can stop at any of them.
+Each stage hands the next a plain object (ImportedModel, IRModule, MemoryPlan, CKernels) so
+tests and benchmarks can stop at any of them; the memory plan is tvm_tinyseg/memory_planning.py's.
 """
 import dataclasses
 import json
@@ -17,33 +17,23 @@ from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
-from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, peak_live_bytes, plan_arena
+from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
+from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS
+from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
-from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch
-from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
-from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError
+from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
-from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
-from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
-from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
+from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
 from tvm_tinyseg.targets import check_mcpu
 
-RUNTIME_DIR = os.path.join(os.path.dirname(emit_c.__file__), "runtime")
 C_TARGET = "c"
-STORAGE_BACKENDS = {"mmap": "storage_buffer.c", "file": "storage_file.c", "uart": "storage_remote.c"}
-# Headers a backend needs beside tinyseg_storage.h; the link itself (link_*.c) comes with the platform.
-STORAGE_HEADERS = {"mmap": ("tinyseg_backend.h",), "file": ("tinyseg_backend.h",), "uart": ("tinyseg_link.h",)}
 
 
 def kernel_passes(options: TinySegOptions):
-    """Relax → one ``call_tir`` per kernel, each scheduled to need no workspace. With TinySeg
-    enabled, data-movement kernels are computed inside their consumers and idle tensors spilled."""
-    tinyseg = [
-        FuseDataMovementIntoConsumer(),
-        InsertSpillFetch(ram_budget=options.ram_budget, storage=options.storage, fuse_fetch=options.fuse_fetch,
-                         planner=options.planner, overwrite_rows=options.overwrite_rows),
-    ] if options.enable else []
+    """Relax → one ``call_tir`` per kernel, before memory planning. With TinySeg enabled,
+    data-movement kernels are computed inside their consumers."""
     return [
+        LowerQDQToInteger(),
         LowerFakeQuantToInteger(),
         # TFLite's NHWC transposed conv has no legalization; its NCHW form has.
         relax.transform.ConvertLayout({"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}),
@@ -56,36 +46,16 @@ def kernel_passes(options: TinySegOptions):
         relax.transform.RewriteDataflowReshape(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
-        *tinyseg,
-        StreamStoredRows,
-        MCUSchedule,
-        RollStreamWindows,
+        *([FuseDataMovementIntoConsumer()] if options.enable else []),
     ]
 
 
-def lower_to_kernels(mod: tvm.IRModule, options: TinySegOptions = None) -> tvm.IRModule:
+def lower_to_kernels(mod: tvm.IRModule, options: TinySegOptions = None) -> MemoryPlan:
+    """Kernels and their memory plan (memory_planning.plan_memory): spills inserted, every kernel
+    scheduled to need no workspace."""
+    options = options or TinySegOptions()
     with tvm.target.Target(C_TARGET):
-        return tvm.transform.Sequential(kernel_passes(options or TinySegOptions()))(mod)
-
-
-def arena_buffers(table: LifetimeTable, kernels: CKernels, overwrites=()) -> list:
-    """Everything the arena holds: input, activations, output (but not spilled copies) and the
-    (ideally empty) per-kernel workspaces; ``overwrites`` (passes/row_overwrite.py) let outputs
-    share bytes with the input rows they no longer need."""
-    buffers = [Buffer(t.name, t.nbytes, t.first, t.last) for t in table.ram_tensors()]
-    for step in table.steps:
-        nbytes = kernels.workspace_bytes.get(step.kernel, 0)
-        if nbytes:
-            buffers.append(Buffer(emit_c.workspace_buffer(step.index), nbytes, step.index, step.index))
-    return with_overwrites(buffers, overwrites)
-
-
-def overwrites_of(mod: tvm.IRModule, table: LifetimeTable, options: TinySegOptions) -> list:
-    return find_overwrites(mod, table) if options.enable and options.overwrite_rows else []
-
-
-def storage_buffers(table: LifetimeTable) -> list:
-    return [Buffer(t.name, t.nbytes, t.first, t.last) for t in table.storage_tensors()]
+        return plan_memory(tvm.transform.Sequential(kernel_passes(options))(mod), options)
 
 
 def spill_report(table: LifetimeTable) -> list:
@@ -104,32 +74,30 @@ def spill_report(table: LifetimeTable) -> list:
     return report
 
 
-def moved_bytes(table: LifetimeTable, mod: tvm.IRModule) -> int:
-    """Bytes written to and read from storage per inference: each spill writes its tensor; a fetch
-    or an in-place reader reads it once, a streaming kernel the row windows it counted."""
-    total = 0
-    for step in table.steps:
-        stored = [a for a in step.args if isinstance(a, str) and table.tensors[a].in_storage]
-        if step.kind == "spill":
-            total += table.tensors[step.output].nbytes
-        elif stored:
-            attrs = mod[step.kernel].attrs if step.kind == "kernel" else None
-            streamed = attrs is not None and STREAM_BYTES_ATTR in attrs
-            total += int(attrs[STREAM_BYTES_ATTR]) if streamed else sum(table.tensors[a].nbytes for a in stored)
-    return total
-
-
 @dataclass
 class CompileResult:
     model: ImportedModel
-    mod: tvm.IRModule  # after kernel_passes
-    table: LifetimeTable
+    memory: MemoryPlan
     kernels: CKernels
-    plan: ArenaPlan
-    storage_plan: ArenaPlan
     options: TinySegOptions
     files: dict = field(default_factory=dict)  # file name -> text
     mcpu: str = None  # the CPU the C is meant for (recorded only; the C is the same for all)
+
+    @property
+    def mod(self) -> tvm.IRModule:  # the kernels, spills inserted
+        return self.memory.mod
+
+    @property
+    def table(self) -> LifetimeTable:
+        return self.memory.table
+
+    @property
+    def plan(self) -> ArenaPlan:
+        return self.memory.arena
+
+    @property
+    def storage_plan(self) -> ArenaPlan:
+        return self.memory.storage
 
     @property
     def memory_report(self) -> dict:
@@ -146,7 +114,7 @@ class CompileResult:
             "fuse_fetch": self.options.fuse_fetch,
             "arena_bytes": self.plan.size,
             "storage_bytes": self.storage_plan.size,
-            "moved_bytes": moved_bytes(self.table, self.mod),
+            "moved_bytes": self.memory.moved_bytes,
             "spilled": spill_report(self.table),
             "weight_bytes": self.table.weight_bytes(),
             "input_bytes": inp.nbytes,
@@ -154,7 +122,7 @@ class CompileResult:
             "peak_live_bytes": self.table.peak_live_bytes(),
             "lower_bound_bytes": self.table.largest_tensor_bytes(),
             # what no placement of this plan's buffers can beat (overwrite pairs sharing bytes)
-            "plan_bound_bytes": peak_live_bytes(self.plan.buffers),
+            "plan_bound_bytes": self.memory.lower_bound,
             "overwrites": [{"output": b.name, "input": b.overwrites, "lead_bytes": b.lead}
                            for b in self.plan.buffers if b.overwrites],
             "workspace_bytes": sum(self.kernels.workspace_bytes.values()),
@@ -175,41 +143,13 @@ class CompileResult:
         for name, text in self.files.items():
             with open(os.path.join(out_dir, name), "w") as f:
                 f.write(text)
-        for name in ("tinyseg_arith.h", "tinyseg_storage.h", STORAGE_BACKENDS[self.options.storage],
-                     *STORAGE_HEADERS.get(self.options.storage, ())):
+        backend = STORAGE_BACKENDS["model"][self.options.storage]
+        for name in ("tinyseg_arith.h", "tinyseg_storage.h", *backend.sources, *backend.headers):
             shutil.copy(os.path.join(RUNTIME_DIR, name), out_dir)
         for name, report in (("memory.json", self.memory_report), ("io.json", self.io_spec)):
             with open(os.path.join(out_dir, name), "w") as f:
                 json.dump(report, f, indent=2)
                 f.write("\n")
-
-
-MAX_BUDGET_ROUNDS = 3
-
-
-def _compile(model, options):
-    mod = lower_to_kernels(model.mod, options)
-    table = analyze_lifetimes(mod["main"], mod)
-    kernels = build_c_kernels(mod)
-    buffers = arena_buffers(table, kernels, overwrites_of(mod, table, options))
-    return mod, table, kernels, plan_arena(buffers, options.planner)
-
-
-def _plan_within_budget(model, options):
-    """Compile, and if buffers the spill planner could not foresee (the row windows of streamed
-    fetches) push the arena over the budget, plan again for a budget tighter by the overshoot."""
-    budget, planned = options.ram_budget, options.ram_budget
-    for _ in range(MAX_BUDGET_ROUNDS):
-        compiled = _compile(model, dataclasses.replace(options, ram_budget=planned))
-        arena = compiled[3].size
-        if budget <= 0 or arena <= budget:
-            return compiled
-        planned -= arena - budget
-        if planned <= 0:
-            break
-    smallest = _compile(model, dataclasses.replace(options, ram_budget=SMALLEST_FEASIBLE))[3].size
-    raise BudgetError(f"RAM budget {budget} B cannot be met: the smallest feasible arena is {smallest} B; "
-                      f"set the budget (tinyseg.ram_budget, --ram-budget) to {smallest} or more")
 
 
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
@@ -235,11 +175,12 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
             f"{path}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
             "only single-input, single-output models are supported")
     try:
-        mod, table, kernels, plan = _plan_within_budget(model, options)
+        memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
-    storage_plan = plan_arena(storage_buffers(table), options.planner)
-    result = CompileResult(model, mod, table, kernels, plan, storage_plan, options, mcpu=mcpu)
+    kernels = build_c_kernels(memory.mod)
+    table, plan, storage_plan = memory.table, memory.arena, memory.storage
+    result = CompileResult(model, memory, kernels, options, mcpu=mcpu)
     result.files = {
         "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size),
         "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, storage_plan.offsets,

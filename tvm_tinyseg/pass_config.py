@@ -6,24 +6,15 @@ Users enable and tune TinySeg through TVM's own pass context::
         ...
 
 TVM rejects unregistered config keys ("Invalid config option") and has no Python API to register
-one, so :func:`register_options` builds a small C++ shim (``native/pass_config.cc``) on first use,
-caches it per user, loads it and registers every key in :data:`OPTIONS` with a type check. Inside
-a context, :func:`current_options` returns the values (with defaults) as a validated
-:class:`TinySegOptions`.
-
-The cache directory is ``$TINYSEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/tvm_tinyseg`` or
-``~/.cache/tvm_tinyseg``; the library's name carries a hash of the shim's source and of the TVM and
-tvm-ffi versions, because the shim depends on TVM's C++ ABI.
+one, so :func:`register_options` (called on demand, never at import) has tvm_ffi build and cache
+a few lines of C++ (``native/pass_config.cc``) that register every key in :data:`OPTIONS` with a
+type check. Inside a context, :func:`current_options` returns the values (with defaults) as a
+validated :class:`TinySegOptions`; :func:`check_options` validates options given otherwise (the
+pipeline's keyword arguments).
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import os
-import shlex
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +23,14 @@ import tvm_ffi
 
 from .errors import TinySegError
 
-SHIM_SOURCE = Path(__file__).resolve().parent / "native" / "pass_config.cc"
+REGISTRATION_SOURCE = Path(__file__).resolve().parent / "native" / "pass_config.cc"
 
 
 class OptionTypeError(TinySegError, TypeError):
     """A ``tinyseg.*`` PassContext option was given a value of the wrong type.
 
-    Raised from the shim's legalizer inside TVM (``PassContext(config=...)``); the error kind is
-    registered here so it crosses the FFI boundary as this class.
+    Raised from the option's legalizer (native/pass_config.cc) inside TVM (``PassContext(config=...)``);
+    the error kind is registered here so it crosses the FFI boundary as this class.
     """
 
 
@@ -126,8 +117,11 @@ def current_options(ctx=None) -> TinySegOptions:
     values = {}
     for option in OPTIONS:
         values[_field(option.key)] = _typed(option, config[option.key]) if option.key in config else option.default
-    options = TinySegOptions(**values)
+    return check_options(TinySegOptions(**values))
 
+
+def check_options(options: TinySegOptions) -> TinySegOptions:
+    """``options``, or TinySegError naming the first bad value and the allowed ones."""
     if options.ram_budget < -1:
         raise TinySegError(f"tinyseg.ram_budget must be >= 0 bytes (0 = no budget, -1 = the smallest feasible), "
                            f"got {options.ram_budget}")
@@ -141,147 +135,81 @@ def current_options(ctx=None) -> TinySegOptions:
 
 
 # --------------------------------------------------------------------------------------------
-# Building, caching and loading the shim
+# Registering the options with TVM
 
 _lock = threading.Lock()
-_lib = None  # the loaded shim (ctypes.CDLL); never unloaded: TVM holds its legalizers
 _registered = set()  # keys this process has registered (or found registered)
-compile_count = 0  # shims compiled by this process (tests check the cache is reused)
-_CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-Wl,--no-undefined")
 
 
-def cache_dir() -> Path:
-    """Where the compiled shim is cached: $TINYSEG_CACHE_DIR, else the per-user cache directory."""
-    if os.environ.get("TINYSEG_CACHE_DIR"):
-        return Path(os.environ["TINYSEG_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tvm_tinyseg"
-
-
-def _tvm_libraries() -> tuple[str, str, str]:
-    """(tvm-ffi include dir, libtvm_compiler.so, libtvm_ffi.so) of the TVM this process runs."""
+def _tvm_compiler_library() -> str:
+    """libtvm_compiler.so of the TVM this process runs (RegisterConfigOption lives there)."""
     import tvm
-    import tvm_ffi.libinfo
 
-    compiler = None
     loaded = getattr(tvm.base, "_LOADED_LIBS", {}).get("tvm_compiler")
-    if loaded is not None and getattr(loaded, "_name", None):
-        compiler = loaded._name
-    if compiler is None or not os.path.exists(compiler):
-        compiler = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_compiler.so")
-    if not os.path.exists(compiler):
+    path = getattr(loaded, "_name", None)
+    if not path or not os.path.exists(path):
+        path = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_compiler.so")
+    if not os.path.exists(path):
         raise TinySegError("cannot register TinySeg's PassContext options: libtvm_compiler.so not found "
                            "(the apache-tvm package has no compiler library)")
-    return tvm_ffi.libinfo.find_include_path(), compiler, tvm_ffi.libinfo.find_libtvm_ffi()
-
-
-def shim_path() -> Path:
-    """The cached library for this shim source and this TVM (it may not exist yet)."""
-    import tvm
-
-    digest = hashlib.sha256()
-    digest.update(SHIM_SOURCE.read_bytes())
-    digest.update(f"\0tvm {tvm.__version__}\0tvm_ffi {tvm_ffi.__version__}\0{_CXXFLAGS}".encode())
-    return cache_dir() / f"libtinyseg_pass_config-{digest.hexdigest()[:16]}.so"
-
-
-def _cxx() -> list[str]:
-    if os.environ.get("CXX"):
-        cmd = shlex.split(os.environ["CXX"])
-        if cmd and shutil.which(cmd[0]):
-            return cmd
-        raise TinySegError(f"cannot register TinySeg's PassContext options: the C++ compiler "
-                           f"CXX={os.environ['CXX']!r} was not found")
-    for name in ("g++", "c++", "clang++"):
-        if shutil.which(name):
-            return [name]
-    raise TinySegError("cannot register TinySeg's PassContext options: no C++ compiler found "
-                       "(install g++, or set CXX)")
-
-
-def build_shim() -> Path:
-    """Return the cached shim library, compiling it first if it is not there.
-
-    Compiles to a temporary file in the cache directory and renames it into place, so processes
-    racing to build it each install a complete library and never load a partial one.
-    """
-    global compile_count
-    path = shim_path()
-    if path.exists():
-        return path
-    cxx = _cxx()
-    include, compiler_lib, ffi_lib = _tvm_libraries()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".so.tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise TinySegError(f"cannot write the TinySeg cache directory {path.parent} ({e.strerror}); "
-                           f"set TINYSEG_CACHE_DIR to a writable directory") from None
-    lib_dirs = sorted({os.path.dirname(compiler_lib), os.path.dirname(ffi_lib)})
-    cmd = [*cxx, *_CXXFLAGS, "-I", include, str(SHIM_SOURCE), "-o", tmp, compiler_lib, ffi_lib,
-           *(f"-Wl,-rpath,{d}" for d in lib_dirs)]
-    try:
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise TinySegError(f"cannot build TinySeg's PassContext shim with {cxx[0]}: {e}") from None
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).splitlines()
-            first = next((ln for ln in lines if ("error:" in ln and not ln.startswith("collect2"))
-                          or "undefined reference" in ln), lines[-1] if lines else "no output")
-            raise TinySegError(f"cannot build TinySeg's PassContext shim with {cxx[0]} "
-                               f"(exit {result.returncode}): {first.strip()}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-        compile_count += 1
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
-def _load():
-    global _lib
-    if _lib is not None:
-        return _lib
-    import tvm  # noqa: F401  (loads libtvm_compiler.so, which the shim links against)
+def _complete_elf(path: str) -> bool:
+    """Whether ``path`` holds a whole ELF file: its section headers (at the end) are all there."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit ELF only (the one built here)
+        return False
+    order = "little" if header[5] == 1 else "big"
+    sections_end = (int.from_bytes(header[0x28:0x30], order)
+                    + int.from_bytes(header[0x3A:0x3C], order) * int.from_bytes(header[0x3C:0x3E], order))
+    return os.path.getsize(path) >= sections_end
 
-    path = build_shim()
+
+def _registrar():
+    """``register_config_option(key, type)`` from native/pass_config.cc, built by tvm_ffi (cached
+    under $TVM_FFI_CACHE_DIR, default ~/.cache/tvm-ffi, per source text: the TVM version is part of
+    it, as the code depends on TVM's C++ ABI). A truncated cached library is rebuilt, not loaded."""
+    import tvm
+    import tvm_ffi.cpp
+
+    library = _tvm_compiler_library()
+    source = f"// for TVM {tvm.__version__}, tvm-ffi {tvm_ffi.__version__}\n" + REGISTRATION_SOURCE.read_text()
+
+    def build() -> str:
+        return tvm_ffi.cpp.build_inline(
+            "tinyseg_pass_config", cpp_sources=source, functions="register_config_option",
+            extra_ldflags=[library, f"-Wl,-rpath,{os.path.dirname(library)}"])
+
     try:
-        lib = ctypes.CDLL(str(path), ctypes.RTLD_GLOBAL)
-    except OSError:
-        # A damaged cache entry: build afresh once.
-        path.unlink(missing_ok=True)
-        try:
-            lib = ctypes.CDLL(str(build_shim()), ctypes.RTLD_GLOBAL)
-        except OSError as e:
-            raise TinySegError(f"cannot load TinySeg's PassContext shim {path.name}: {e}") from None
-    lib.tinyseg_register_config_option.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    lib.tinyseg_register_config_option.restype = ctypes.c_int
-    lib.tinyseg_pass_config_last_error.argtypes = []
-    lib.tinyseg_pass_config_last_error.restype = ctypes.c_char_p
-    _lib = lib
-    return lib
+        path = build()
+        if not _complete_elf(path):  # a cached build cut short: loading it would crash (SIGBUS)
+            os.unlink(path)
+            path = build()
+    except Exception as e:  # noqa: BLE001 - a missing compiler or ninja, a failed build: one line
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "error" in ln.lower() and "ninja" not in ln.lower()), lines[0] if lines
+                     else type(e).__name__)
+        raise TinySegError(f"cannot build TinySeg's PassContext options with tvm_ffi.cpp.build_inline "
+                           f"(needs a C++ compiler and ninja): {first.strip()}") from None
+    module = tvm_ffi.load_module(path)
+    return module.register_config_option
 
 
 def register_options() -> None:
     """Register every ``tinyseg.*`` PassContext option with TVM (idempotent; cheap once done).
 
-    The first call in a process builds the shim (or reuses it from the cache) and loads it. TVM
-    refuses to register a key twice (an ICHECK), so the shim looks the key up first and does
-    nothing if it is already registered with the same type; this module also remembers which
-    keys it registered, so later calls return at once.
-    """
+    Not done at import: call it before ``PassContext(config={"tinyseg....": ...})`` (the CLI does
+    for ``--pass-config``). Options can also go to the pipeline as keyword arguments,
+    ``relax.get_pipeline("tinyseg", ram_budget=...)``, which needs no registration. The first
+    call in a process loads the registration code (building it once per machine and TVM version).
+    TVM refuses to register a key twice (an ICHECK), so the registration looks the key up first."""
     if len(_registered) == len(OPTIONS):
         return
     with _lock:
-        lib = _load()
+        register = _registrar()
         for option in OPTIONS:
-            if option.key in _registered:
-                continue
-            rc = lib.tinyseg_register_config_option(option.key.encode(), _TYPE_NAMES[option.type].encode())
-            if rc < 0:
-                message = lib.tinyseg_pass_config_last_error().decode(errors="replace")
-                raise TinySegError(f"cannot register PassContext option {option.key}: {message}")
-            _registered.add(option.key)
+            if option.key not in _registered:
+                register(option.key, _TYPE_NAMES[option.type])
+                _registered.add(option.key)

@@ -171,16 +171,26 @@ def _clean_source(source: str, kernel_names) -> str:
     return "\n".join(lines)
 
 
+def _c_kernels(tir_mod: tvm.IRModule) -> tvm.IRModule:
+    """The PrimFuncs that become C functions (storage copies become storage calls instead)."""
+    return tvm.IRModule({gv: f.with_attr("global_symbol", gv.name_hint)
+                         for gv, f in tir_mod.functions_items()
+                         if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and STORAGE_OP_ATTR in f.attrs)})
+
+
+def workspace_bytes(tir_mod: tvm.IRModule) -> dict:
+    """Kernel name → the workspace (``LiftWorkspace``) its C function needs: TVM's lowering only,
+    without C code generation, so memory planning can count it."""
+    lowered = tvm.transform.Sequential(_lowering_passes())(
+        tirx.transform.BindTarget(tvm.target.Target("c", host="c"))(_c_kernels(tir_mod)))
+    return {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in lowered.functions_items()}
+
+
 def build_c_kernels(tir_mod: tvm.IRModule) -> CKernels:
     """Lower every PrimFunc of ``tir_mod`` to plain C."""
-    funcs = {gv: f.with_attr("global_symbol", gv.name_hint)
-             for gv, f in tir_mod.functions_items()
-             if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and STORAGE_OP_ATTR in f.attrs)}
-    tir_only = tvm.IRModule(funcs)
-    source = tvm.tirx.build(tir_only, target="c", pipeline="tinyseg_c").inspect_source()
+    kernels = _c_kernels(tir_mod)
+    source = tvm.tirx.build(kernels, target="c", pipeline="tinyseg_c").inspect_source()
     # tirx.build does not hand back the lowered module: re-run the (cheap) lowering to read the
     # workspace attribute each kernel got.
-    lowered = tvm.transform.Sequential(_lowering_passes())(
-        tirx.transform.BindTarget(tvm.target.Target("c", host="c"))(tir_only))
-    workspace = {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in lowered.functions_items()}
-    return CKernels(_clean_source(source, {gv.name_hint for gv in funcs}), workspace)
+    names = {gv.name_hint for gv in kernels.get_global_vars()}
+    return CKernels(_clean_source(source, names), workspace_bytes(tir_mod))

@@ -8,8 +8,10 @@ from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
+from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR
 
 from .model import ImportedModel, TensorInfo
+from .onnx_qoperator import is_qoperator, qoperator_to_qdq
 
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
            onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
@@ -27,26 +29,40 @@ def _value_info(path, value) -> TensorInfo:
     return TensorInfo(value.name, tuple(dims), _DTYPES.get(tensor_type.elem_type, f"onnx{tensor_type.elem_type}"))
 
 
-# ONNX models are compiled in float; int8 models come as .tflite (TVM's ONNX frontend keeps
-# QuantizeLinear/DequantizeLinear pairs the integer lowering does not recognise).
-QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
-                              "QLinearMatMul", "QLinearAdd", "QLinearMul", "ConvInteger", "MatMulInteger"})
+# int8 ONNX comes in QDQ form (QuantizeLinear/DequantizeLinear around float ops; QOperator models
+# are rewritten into it first), lowered with ONNX's QLinear arithmetic by passes/lower_onnx_qdq.py.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+QUANTIZATION_OPS = frozenset({"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
+                              "QLinearConcat", "QLinearSigmoid", "ConvInteger", "MatMulInteger"})
 
 
 def _quantized_dtype(node, initializers) -> str:
-    """The integer type a quantization node works in (uint8 when no zero point is given)."""
-    zero_points = [initializers[n] for n in node.input[2:3] if n in initializers]
-    if zero_points:
-        return _DTYPES.get(zero_points[0].data_type, onnx.TensorProto.DataType.Name(zero_points[0].data_type).lower())
+    """The integer type a quantization node works in: its zero point's, a dequantized constant's,
+    else uint8 (QuantizeLinear's default)."""
+    typed = [initializers[n] for n in node.input[2:3] if n in initializers]
+    if not typed and node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+        typed = [initializers[node.input[0]]]
+    if typed:
+        return _DTYPES.get(typed[0].data_type, onnx.TensorProto.DataType.Name(typed[0].data_type).lower())
     return "uint8"
 
 
-def _check_float_only(path, graph, initializers):
+def _check_quantization(path, graph, initializers) -> bool:
+    """Whether the model is int8/uint8 QDQ; raises on any other quantized form."""
+    qdq = False
     for i, node in enumerate(graph.node):
-        if node.op_type in QUANTIZATION_OPS:
+        if node.op_type in QUANTIZATION_OPS or node.domain not in ("", "ai.onnx"):
             raise UnsupportedModelError(
-                f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', "
-                f"{_quantized_dtype(node, initializers)}); compile float ONNX, or an int8 model as .tflite")
+                f"{path}: quantized ONNX op {node.op_type} (node #{i} '{node.name}'); "
+                "quantize with QuantFormat.QDQ (QuantizeLinear/DequantizeLinear around float ops)")
+        if node.op_type in QDQ_OPS:
+            dtype = _quantized_dtype(node, initializers)
+            if dtype not in ("int8", "uint8", "int32"):
+                raise UnsupportedModelError(
+                    f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', {dtype}); only int8 "
+                    "and uint8 quantization is supported")
+            qdq = True
+    return qdq
 
 
 def load_onnx(path: str) -> ImportedModel:
@@ -59,13 +75,18 @@ def load_onnx(path: str) -> ImportedModel:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: malformed ONNX model ({first})") from None
+    if is_qoperator(model):
+        try:
+            model = qoperator_to_qdq(model)
+        except UnsupportedModelError as err:
+            raise UnsupportedModelError(f"{path}: {err}") from None
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     inputs = [_value_info(path, v) for v in graph.input if v.name not in initializers]
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),
                           _DTYPES.get(v.type.tensor_type.elem_type, "?")) for v in graph.output]
     ops = [node.op_type for node in graph.node]
-    _check_float_only(path, graph, initializers)
+    quantized = _check_quantization(path, graph, initializers)
     known = _get_convert_map()
     for i, node in enumerate(graph.node):
         if node.op_type not in known:
@@ -80,4 +101,6 @@ def load_onnx(path: str) -> ImportedModel:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsupportedModelError(f"{path}: TVM's ONNX frontend could not import the model: {first}") from None
+    if quantized:  # lowered with ONNX's requantization, not TFLite's (passes/lower_onnx_qdq.py)
+        mod["main"] = mod["main"].with_attr(QARITH_ATTR, "onnx")
     return ImportedModel(os.fspath(path), "onnx", mod, inputs, outputs, ops)

@@ -1,14 +1,13 @@
 // Register TinySeg's PassContext config options ("tinyseg.*") with TVM's pass-config registry.
 //
 // TVM accepts only registered keys in PassContext(config=...) and has no Python API to register
-// one. PassContext::RegisterConfigOption is a private TVM_DLL static member exported from
-// libtvm_compiler.so, and the pip wheel ships no compiler headers, so this shim re-declares the
+// one. PassContext::RegisterConfigOption is a TVM_DLL static member exported from
+// libtvm_compiler.so, and the pip wheel ships no compiler headers, so this file re-declares the
 // class with just that member: the linker resolves the mangled symbol
 //   tvm::transform::PassContext::RegisterConfigOption(char const*, tvm::ffi::String,
 //                                                     std::function<tvm::ffi::Any (tvm::ffi::Any)>)
-// This depends on TVM's C++ ABI: the Python side rebuilds the shim for every TVM version.
-//
-// Built and loaded on demand by tvm_tinyseg/pass_config.py, which owns the table of options.
+// This depends on TVM's C++ ABI: tvm_tinyseg/pass_config.py, which owns the table of options,
+// builds it on demand with tvm_ffi.cpp.load_inline, once per TVM version (tvm_ffi caches it).
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/map.h>
 #include <tvm/ffi/error.h>
@@ -23,8 +22,7 @@
 
 namespace tvm {
 namespace transform {
-// Default visibility: the shim is built with -fvisibility=hidden, and the symbol lives in TVM.
-class __attribute__((visibility("default"))) PassContext {
+class PassContext {
  public:
   static void RegisterConfigOption(const char* key, ffi::String value_type_str,
                                    std::function<ffi::Any(ffi::Any)> legalization);
@@ -37,8 +35,6 @@ namespace {
 using tvm::ffi::Any;
 using tvm::ffi::String;
 using tvm::ffi::TypeIndex;
-
-thread_local std::string last_error;
 
 // Python-facing name of the value's type, for error messages.
 std::string TypeName(const Any& value) {
@@ -110,47 +106,27 @@ std::optional<std::string> RegisteredType(const std::string& key) {
 
 }  // namespace
 
-extern "C" {
-
-// Register PassContext option `key` holding a value of `type` ("int", "bool" or "str").
-// Returns 0 if registered now, 1 if it was already registered with the same type (nothing done),
-// -1 for a bad argument, -2 if already registered with another type, -3 if TVM raised an error.
-// On a negative return, tinyseg_pass_config_last_error() describes the problem.
-__attribute__((visibility("default"))) int tinyseg_register_config_option(const char* key, const char* type) {
-  try {
-    if (key == nullptr || *key == '\0' || type == nullptr) {
-      last_error = "tinyseg_register_config_option: key and type must be non-empty strings";
-      return -1;
-    }
-    const std::string key_str(key), type_str(type);
-    std::function<Any(Any)> legalizer;
-    if (type_str == "int") {
-      legalizer = IntLegalizer(key_str);
-    } else if (type_str == "bool") {
-      legalizer = BoolLegalizer(key_str);
-    } else if (type_str == "str") {
-      legalizer = StrLegalizer(key_str);
-    } else {
-      last_error = "PassContext option " + key_str + ": unknown type '" + type_str + "' (int, bool or str)";
-      return -1;
-    }
-    if (auto existing = RegisteredType(key_str)) {
-      if (*existing == type_str) return 1;
-      last_error = "PassContext option " + key_str + " is already registered with type " + *existing +
-                   ", not " + type_str;
-      return -2;
-    }
-    // TVM copies the key into its registry; the legalizer owns its copy too.
-    tvm::transform::PassContext::RegisterConfigOption(key_str.c_str(), String(type_str), std::move(legalizer));
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
+// Register PassContext option `key` holding a value of `type` ("int", "bool" or "str"); false if it
+// was already registered with that type (nothing done). Exported to Python by tvm_ffi.cpp.load_inline.
+bool register_config_option(String key, String type) {
+  const std::string key_str(key), type_str(type);
+  std::function<Any(Any)> legalizer;
+  if (type_str == "int") {
+    legalizer = IntLegalizer(key_str);
+  } else if (type_str == "bool") {
+    legalizer = BoolLegalizer(key_str);
+  } else if (type_str == "str") {
+    legalizer = StrLegalizer(key_str);
+  } else {
+    TVM_FFI_THROW(ValueError) << "PassContext option " << key_str << ": unknown type '" << type_str
+                              << "' (int, bool or str)";
   }
-  return -3;
+  if (auto existing = RegisteredType(key_str)) {
+    if (*existing == type_str) return false;
+    TVM_FFI_THROW(ValueError) << "PassContext option " << key_str << " is already registered with type "
+                              << *existing << ", not " << type_str;
+  }
+  // TVM copies the key into its registry; the legalizer owns its copy too.
+  tvm::transform::PassContext::RegisterConfigOption(key_str.c_str(), type, std::move(legalizer));
+  return true;
 }
-
-__attribute__((visibility("default"))) const char* tinyseg_pass_config_last_error() { return last_error.c_str(); }
-
-}  // extern "C"

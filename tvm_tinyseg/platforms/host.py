@@ -1,6 +1,5 @@
 """Build a generated model with the host C compiler and run it on numpy inputs."""
 import contextlib
-import json
 import os
 import subprocess
 import tempfile
@@ -8,9 +7,9 @@ import tempfile
 import numpy as np
 
 from tvm_tinyseg.errors import TinySegError
+from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS, memory_report
 from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
-RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "codegen", "runtime")
 HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
 REMOTE_LINK = os.path.join(RUNTIME_DIR, "link_socket.c")  # the uart backend's link on the host: TCP
 STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
@@ -23,16 +22,10 @@ VALGRIND_ERROR_STATUS = 99
 VALGRIND = ["valgrind", "--quiet", "--leak-check=full", f"--error-exitcode={VALGRIND_ERROR_STATUS}"]
 
 
-def _storage_kind(model_dir: str) -> str:
-    with open(os.path.join(model_dir, "memory.json")) as f:
-        return json.load(f)["storage"]
-
-
 def _storage_sources(model_dir: str) -> list:
-    from tvm_tinyseg.driver import STORAGE_BACKENDS
-
-    kind = _storage_kind(model_dir)
-    return [os.path.join(model_dir, STORAGE_BACKENDS[kind]), *([REMOTE_LINK] if kind == "uart" else [])]
+    kind = memory_report(model_dir)["storage"]
+    return [*(os.path.join(model_dir, name) for name in STORAGE_BACKENDS["model"][kind].sources),
+            *([REMOTE_LINK] if kind == "uart" else [])]
 
 
 def build(model_dir: str, cc: str = "cc", extra_cflags=(), sanitize: bool = False) -> str:
@@ -64,7 +57,7 @@ def run(model_dir: str, x: np.ndarray, exe: str = None, stats: dict = None, stor
         in_path, out_path = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
         np.ascontiguousarray(x).tofile(in_path)
         env = dict(os.environ, TINYSEG_STORAGE_FILE=os.path.join(tmp, "storage.bin"))
-        if _storage_kind(model_dir) == "uart":
+        if memory_report(model_dir)["storage"] == "uart":
             from tvm_tinyseg.storage_server import serving
 
             env["TINYSEG_STORAGE_PORT"] = str(stack.enter_context(serving(storage_server)).port)

@@ -1,0 +1,186 @@
+"""The memory planning stage: a kernel module and the TinySeg options → a :class:`MemoryPlan`.
+
+The driver (C for microcontrollers), the registered Relax pipeline and ``tinyseg bench`` all plan
+through :func:`plan_memory`; nothing else chooses spills or places buffers. The stage:
+
+1. chooses the spill set for the RAM budget (``passes/spill_planner.choose_spills``, judging each
+   set with the row overwrites ``passes/row_overwrite.find_overwrites`` finds);
+2. rewrites the module for it (``InsertSpillFetch(spills)``, then the passes that schedule the
+   spilled reads: StreamStoredRows, MCUSchedule, RollStreamWindows);
+3. places the RAM buffers of the result — tensors, kernel workspaces (the streamed row windows the
+   spill planner cannot foresee), overwrite pairs — in the arena, and the stored tensors in the
+   storage pool, with the arena planner ``options.planner`` (``arena_planner.PLANNERS``).
+
+When step 3 overshoots the budget, steps 1-2 are repeated for a budget tighter by the overshoot;
+failing that, the spill set of the smallest arena is used if it fits, else :class:`BudgetError`
+names the user's budget and that arena, which this function really planned.
+"""
+from dataclasses import dataclass
+
+import tvm
+
+from tvm_tinyseg.codegen.emit_c import workspace_buffer
+from tvm_tinyseg.pass_config import TinySegOptions
+from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, peak_live_bytes, plan_arena
+from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch, reads_in_place
+from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
+from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
+from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
+from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, choose_spills
+from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
+
+MAX_BUDGET_ROUNDS = 3  # spill sets tried for a budget before falling back to the smallest arena
+TIMELINE_WIDTH = 64  # characters standing for the arena in MemoryPlan.to_text
+
+
+@dataclass
+class MemoryPlan:
+    """Where every byte of one inference lives: ``mod`` is the kernel module with the spills
+    inserted, ``table`` its lifetimes, ``arena`` the RAM buffers' offsets, ``storage`` the stored
+    tensors' offsets in the storage pool."""
+
+    mod: tvm.IRModule
+    table: LifetimeTable
+    spills: list  # spill_planner.Spill
+    overwrites: list  # row_overwrite.Overwrite, of ``mod``
+    arena: ArenaPlan
+    storage: ArenaPlan
+    workspace_bytes: dict  # kernel name -> bytes
+    options: TinySegOptions
+
+    @property
+    def lower_bound(self) -> int:
+        """What no placement of these buffers can beat (overwrite pairs sharing bytes)."""
+        return peak_live_bytes(self.arena.buffers)
+
+    @property
+    def moved_bytes(self) -> int:
+        """Bytes written to and read from storage per inference: each spill writes its tensor; a
+        fetch or an in-place reader reads it once, a streaming kernel the row windows it counted."""
+        table, total = self.table, 0
+        for step in table.steps:
+            stored = [a for a in step.args if isinstance(a, str) and table.tensors[a].in_storage]
+            if step.kind == "spill":
+                total += table.tensors[step.output].nbytes
+            elif stored:
+                attrs = self.mod[step.kernel].attrs if step.kind == "kernel" else None
+                streamed = attrs is not None and STREAM_BYTES_ATTR in attrs
+                total += int(attrs[STREAM_BYTES_ATTR]) if streamed else sum(table.tensors[a].nbytes for a in stored)
+        return total
+
+    def to_text(self) -> str:
+        """The plan as TFLite Micro's GreedyMemoryPlanner prints it: the figures, each buffer's
+        offset and lifetime, then per step the arena as a row of characters (one symbol per
+        buffer, ``.`` free, ``!`` an overwrite pair's shared bytes) and its high-water mark."""
+        arena, budget = self.arena, self.options.ram_budget
+        budget_text = {SMALLEST_FEASIBLE: "smallest feasible", 0: "none"}.get(budget, f"{budget} B")
+        spilled = ", ".join(f"{s.tensor} after step {s.after}" + (f" ({s.rows} rows)" if s.rows else "")
+                            for s in self.spills)
+        lines = [f"memory plan: arena {arena.size} B, lower bound {self.lower_bound} B, budget {budget_text}",
+                 f"storage pool {self.storage.size} B ({self.options.storage}), {self.moved_bytes} B moved per "
+                 f"inference; spilled: {spilled or 'nothing'}",
+                 arena.to_text()]
+        ordered = sorted(arena.buffers, key=lambda b: (arena.offsets[b.name], b.first))
+        symbols = {b.name: _symbol(i) for i, b in enumerate(ordered)}
+        scale = max(arena.size, 1) / TIMELINE_WIDTH
+        for step, top in enumerate(self.table.memory_at(arena)):
+            row = ["."] * TIMELINE_WIDTH
+            live = [b for b in ordered if b.first <= step <= b.last]
+            for b in live:
+                start = arena.offsets[b.name]
+                for c in range(int(start / scale), min(TIMELINE_WIDTH, -int(-(start + b.nbytes) // scale))):
+                    row[c] = symbols[b.name] if row[c] == "." else "!"
+            lines.append(f"{step:>4}: |{''.join(row)}| {top}")
+        lines.append("symbols: " + " ".join(f"{s}={name}" for name, s in symbols.items()))
+        return "\n".join(lines)
+
+
+def _symbol(i: int) -> str:
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return alphabet[i] if i < len(alphabet) else "*"
+
+
+def arena_buffers(table: LifetimeTable, workspace_bytes: dict, overwrites=()) -> list:
+    """Everything the arena holds: input, activations, output (but not stored copies) and the
+    (ideally empty) per-kernel workspaces; ``overwrites`` let outputs share bytes with the input
+    rows they no longer need."""
+    buffers = [Buffer(t.name, t.nbytes, t.first, t.last) for t in table.ram_tensors()]
+    for step in table.steps:
+        nbytes = workspace_bytes.get(step.kernel, 0)
+        if nbytes:
+            buffers.append(Buffer(workspace_buffer(step.index), nbytes, step.index, step.index))
+    return with_overwrites(buffers, overwrites)
+
+
+def storage_buffers(table: LifetimeTable) -> list:
+    return [Buffer(t.name, t.nbytes, t.first, t.last) for t in table.storage_tensors()]
+
+
+def rewrite_passes(spills, options: TinySegOptions) -> list:
+    """Insert ``spills`` and schedule the kernels reading them (the passes after spill choice)."""
+    return [InsertSpillFetch(spills, storage=options.storage, fuse_fetch=options.fuse_fetch),
+            StreamStoredRows, MCUSchedule, RollStreamWindows]
+
+
+def plan_for_spills(mod: tvm.IRModule, spills, options: TinySegOptions) -> MemoryPlan:
+    """Rewrite ``mod`` for ``spills`` and place every buffer of the result."""
+    from tvm_tinyseg.codegen.tir_to_c import workspace_bytes
+
+    mod = tvm.transform.Sequential(rewrite_passes(spills, options))(mod)
+    table = analyze_lifetimes(mod["main"], mod)
+    workspaces = workspace_bytes(mod)
+    overwrites = find_overwrites(mod, table) if options.enable and options.overwrite_rows else []
+    arena = plan_arena(arena_buffers(table, workspaces, overwrites), options.planner)
+    storage = plan_arena(storage_buffers(table), options.planner)
+    return MemoryPlan(mod, table, list(spills), overwrites, arena, storage, workspaces, options)
+
+
+def _spill_chooser(mod: tvm.IRModule, options: TinySegOptions):
+    """budget → the spill set ``choose_spills`` picks for ``mod`` (raises BudgetError)."""
+    table = analyze_lifetimes(mod["main"], mod)
+    # outputs that may overwrite dead input rows need less arena: judge spills with them
+    overwrites = find_overwrites(MCUSchedule(mod), table) if options.overwrite_rows else ()
+    in_place = reads_in_place(options.storage, options.fuse_fetch)
+
+    def choose(budget: int) -> list:
+        return choose_spills(table, budget, reads_in_place=in_place, planner=options.planner,
+                             overwrites=overwrites).spills
+
+    return choose
+
+
+def budget_error(budget: int, smallest: int) -> BudgetError:
+    return BudgetError(f"RAM budget {budget} B cannot be met: the smallest feasible arena is {smallest} B; "
+                       f"set the budget (tinyseg.ram_budget, --ram-budget) to {smallest} or more")
+
+
+def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
+    """The memory plan of ``mod`` (one ``call_tir`` per kernel, nothing spilled yet) under
+    ``options``: with TinySeg enabled and ``options.ram_budget`` set, the spill set moving the
+    fewest bytes whose real arena fits the budget (``SMALLEST_FEASIBLE``: the smallest arena).
+    Raises BudgetError naming the budget and the smallest arena found when none fits."""
+    budget = options.ram_budget
+    if not (options.enable and budget):
+        plan = plan_for_spills(mod, [], options)
+        if budget > 0 and plan.arena.size > budget:
+            raise budget_error(budget, plan.arena.size)
+        return plan
+    choose = _spill_chooser(mod, options)
+    if budget == SMALLEST_FEASIBLE:
+        return plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+    target = budget
+    for _ in range(MAX_BUDGET_ROUNDS):
+        try:
+            spills = choose(target)
+        except BudgetError:  # the spill planner's estimate: the real smallest arena is found below
+            break
+        plan = plan_for_spills(mod, spills, options)
+        if plan.arena.size <= budget:
+            return plan
+        target -= plan.arena.size - budget  # buffers the spill planner did not foresee: aim lower
+        if target <= 0:
+            break
+    smallest = plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+    if smallest.arena.size <= budget:
+        return smallest
+    raise budget_error(budget, smallest.arena.size)
