@@ -6,15 +6,20 @@ microcontroller each of those is RAM nobody planned for. This pass rewrites ever
 
 * injective producers (pad, dilate, casts, bias adds) are inlined into their consumer;
 * the epilogue of a reduction is computed under the reduction's last spatial loop, so the
-  accumulator shrinks to one scalar;
+  accumulator shrinks to one scalar per output (per tile, below);
 * the reduction's initialisation is hoisted out of the reduction loops (one store per output,
-  and no "maybe uninitialized" accumulator for the C compiler to warn about).
+  and no "maybe uninitialized" accumulator for the C compiler to warn about);
+* the innermost spatial loop (output channels, NHWC) is tiled by ``REGISTER_TILES``, the tile
+  unrolled under the reduction: each input value loaded once feeds that many accumulators,
+  which the C compiler keeps in registers.
 """
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import ScheduleError
 
 STREAM_BLOCK = "tinyseg_stream"  # passes/stream_stored_rows.py
+# accumulators per tile, widest first: 8 and their operands fit Cortex-M's 13 registers
+REGISTER_TILES = (8, 4)
 
 
 def _is_reduction(sch, block) -> bool:
@@ -39,11 +44,27 @@ def inline_injective_producers(sch, root) -> None:
             break
 
 
+def _tile_innermost_spatial_loop(sch, block, n_spatial) -> None:
+    """Move a slice of the last spatial loop (the widest of REGISTER_TILES dividing it) under
+    the reduction, unrolled."""
+    loops = sch.get_loops(block)
+    if len(loops) <= n_spatial or n_spatial == 0:
+        return
+    extent = sch.get(loops[n_spatial - 1]).extent
+    width = next((w for w in REGISTER_TILES if isinstance(extent, tirx.IntImm) and int(extent) % w == 0), None)
+    if width is None:
+        return
+    _, tile = sch.split(loops[n_spatial - 1], [None, width])
+    sch.reorder(*sch.get_loops(block)[n_spatial + 1:], tile)
+    sch.unroll(tile)
+
+
 def _fuse_epilogues(sch, root) -> None:
     for block in sch.get_child_blocks(root):
         if not _is_reduction(sch, block):
             continue
         n_spatial = sum(1 for iv in sch.get(block).iter_vars if int(iv.iter_type) == 0)
+        _tile_innermost_spatial_loop(sch, block, n_spatial)
         loops = sch.get_loops(block)
         for consumer in sch.get_consumers(block):
             try:

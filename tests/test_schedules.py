@@ -136,3 +136,30 @@ def test_stream_stored_rows_reads_a_ring_of_row_windows():
 def test_roll_stream_windows_reads_each_stored_row_once():
     after = RollStreamWindows(StreamStoredRows(tvm.IRModule({"main": conv_of_a_stored_tensor})))
     tvm.ir.assert_structural_equal(_reparsed(after["main"]), _conv_streamed(rolled=True))
+
+
+@T.prim_func(private=True, s_tir=True)
+def conv_eight_channels(x: T.Buffer((1, 4, 4, 2), "int8"), w: T.Buffer((8, 3, 3, 2), "int8"),
+                        y: T.Buffer((1, 4, 4, 8), "int8")):
+    acc = T.sblock_alloc_buffer((1, 4, 4, 8), "int32")
+    for n, h, ww, o, rh, rw, rc in T.grid(1, 4, 4, 8, 3, 3, 2):
+        with T.sblock("conv"):
+            vn, vh, vw, vo, vrh, vrw, vrc = T.axis.remap("SSSSRRR", [n, h, ww, o, rh, rw, rc])
+            with T.init():
+                acc[vn, vh, vw, vo] = 0
+            acc[vn, vh, vw, vo] = acc[vn, vh, vw, vo] + T.Cast("int32", x[vn, vh, vw, vrc]) * T.Cast(
+                "int32", w[vo, vrh, vrw, vrc])
+    for n, h, ww, o in T.grid(1, 4, 4, 8):
+        with T.sblock("requantize"):
+            vn, vh, vw, vo = T.axis.remap("SSSS", [n, h, ww, o])
+            y[vn, vh, vw, vo] = T.Cast("int8", T.max(T.min(acc[vn, vh, vw, vo] >> 4, 127), -128))
+
+
+def test_mcu_schedule_tiles_output_channels_under_the_reduction():
+    """Each input value feeds 8 accumulators: the 8 output channels are an unrolled loop inside
+    the reduction loops (rh, rw, rc), not around them."""
+    after = MCUSchedule(tvm.IRModule({"main": conv_eight_channels}))["main"]
+    sch = tvm.s_tir.Schedule(after)
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("conv_update"))]
+    assert [int(loop.extent) for loop in loops[-4:]] == [3, 3, 2, 8]
+    assert loops[-1].kind == tvm.tirx.ForKind.UNROLLED

@@ -9,6 +9,7 @@ import tvm
 from tvm import tirx
 
 MBQM = "tinyseg_mbqm"
+SHIFT_COUNT_MASK = 31  # TINYSEG_SHIFT_COUNT_MASK of tinyseg_arith.h
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple:
@@ -50,15 +51,17 @@ def mbqm(x, multiplier, shift):
 def _mbqm_tir(x, multiplier, shift):
     """The arithmetic of tinyseg_arith.h in TIR (common subexpressions are left to TVM's CSE)."""
     i64 = lambda v: tirx.const(v, "int64")  # noqa: E731
-    left, right = tirx.max(shift, i32(0)), tirx.max(-shift, i32(0))
+    # the shift count taken modulo 32, as TFLM's reference build executes it (see tinyseg_arith.h)
+    left = tirx.bitwise_and(tirx.max(shift, i32(0)), i32(SHIFT_COUNT_MASK))
+    right = tirx.max(-shift, i32(0))
     # TFLM's x * (1 << left_shift), an int32 product (a uint32 shift would be cast back to int32,
     # and TVM's simplifier drops int32 casts between uint32 and int64, losing the sign)
     a = x * tirx.shift_left(i32(1), left)
     ab = a.astype("int64") * multiplier.astype("int64")
-    nudge = tirx.if_then_else(ab >= i64(0), i64(1 << 30), i64(1 - (1 << 30)))
+    # gemmlowp's truncating (ab + nudge) / 2^31 equals floor((ab + 2^30) / 2^31) for every ab
     high = tirx.if_then_else(
         tirx.all(a == i32(-(1 << 31)), multiplier == i32(-(1 << 31))),
-        i32((1 << 31) - 1), tirx.truncdiv(ab + nudge, i64(1 << 31)).astype("int32"))
+        i32((1 << 31) - 1), tirx.shift_right(ab + i64(1 << 30), i64(31)).astype("int32"))
     mask = (tirx.shift_left(i64(1), right.astype("int64")) - i64(1)).astype("int32")
     threshold = tirx.shift_right(mask, i32(1)) + tirx.if_then_else(high < i32(0), i32(1), i32(0))
     return tirx.shift_right(high, right) + tirx.if_then_else(tirx.bitwise_and(high, mask) > threshold, i32(1), i32(0))

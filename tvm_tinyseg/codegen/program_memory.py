@@ -37,7 +37,7 @@ DEFINITION = [
     "",
 ]
 
-_SIGNATURE = re.compile(r"^(static \w+ (\w+)\()(.*)(\)( \{|;))$")
+_SIGNATURE = re.compile(r"^(static (?:TINYSEG_NOINLINE )?\w+ (\w+)\()(.*)(\)( \{|;))$")
 _POINTER_PARAM = re.compile(r"^(\w+)\* (\w+)$")
 
 
