@@ -32,7 +32,6 @@ NOT_YET = {
     "lraspp_mbv3s_tfkeras.tflite": _DYN,
     "mediapipe_style_float.tflite": "float TRANSPOSE_CONV with a fused RELU: TVM's frontend drops the "
                                     "activation (issue 10), relative error 0.2 from LiteRT",
-    "torch_unet_qdq.onnx": "int8 ONNX (QuantizeLinear/DequantizeLinear, QDQ form) refused",
     "unet_bilinear_keras3.tflite": _DYN,
     "unet_bilinear_tfkeras.tflite": _DYN,
     "unet_nearest_keras3.tflite": f"{_DYN}; int8 TILE, EXPAND_DIMS, SHAPE/STRIDED_SLICE (UpSampling2D nearest)",
@@ -51,10 +50,12 @@ QUICK = {"unet_sepconv_keras3_b1.tflite"}
 
 CONFIGS = {"no_tinyseg": dict(tinyseg=False), "tinyseg_min": dict(ram_budget=-1)}
 
-# The largest |ours - onnxruntime| allowed, in units of the output's quantization step (LSB): ONNX's
-# QLinear arithmetic (float scales, round-half-to-even) is not TFLM's; the int8 ONNX lowering states
-# its own bound, which replaces this one when the QDQ model leaves NOT_YET.
-ONNX_LSB_BOUND = 1
+# The largest |ours - onnxruntime| allowed, in whole steps of the output's quantization (LSB).
+# onnxruntime leaves some Conv and the ConvTranspose of torch_unet_qdq.onnx in float (DQ → float op →
+# Q), whose float32 sum rounds the other way than the fused QLinear arithmetic we follow when the
+# value lies within ~1e-5 LSB of a rounding tie: 1 LSB at that op, up to 2 at the output once it
+# propagates (docs/onnx-int8.md, "Residual differences").
+ONNX_LSB_BOUND = 2
 FLOAT_TOLERANCE = 1e-5
 
 # Keras 3 models whose reference is their tf_keras twin (see the twin test below).
@@ -151,8 +152,8 @@ def test_user_model_matches_reference(name, config, compiled_zoo):
         got = host.run(out_dir, x, exe)
         if name.endswith(".onnx"):
             expected = onnxruntime_output(path, x)
-            lsb = float(np.abs(got - expected).max()) / onnx_output_step(path)
-            assert lsb <= ONNX_LSB_BOUND, f"seed {seed}: {lsb:.2f} LSB from onnxruntime"
+            lsb = int(np.rint(np.abs(got - expected) / onnx_output_step(path)).max())
+            assert lsb <= ONNX_LSB_BOUND, f"seed {seed}: {lsb} LSB from onnxruntime"
         elif spec["dtype"] == "int8":
             _check_tflite_int8(path, got, x, seed)
         else:
