@@ -1,6 +1,6 @@
 """Baseline table: peak RAM of TFLite Micro, TVM's own memory planner and tinyseg on the model zoo.
 
-    python benchmarks/baselines.py                 # every int8 models/*.tflite -> benchmarks/results.{json,md}
+    python benchmarks/baselines.py                 # int8 models/*.tflite + 2 user models -> benchmarks/results.{json,md}
     python benchmarks/baselines.py --models models/attendseg.tflite --out-dir out/
     python benchmarks/baselines.py --check         # recompute; exit 1 if results.json/.md differ
 
@@ -18,8 +18,12 @@ REPO = BENCH_DIR.parent
 PLOT = "ram_vs_moved.png"
 
 
+# Two networks as users export them (Keras 3, batch-1 Input; models/user/README.md) beside the zoo.
+USER_MODELS = ("unet_bilinear_keras3_b1.tflite", "deeplabv3plus_mbv2_keras3_b1.tflite")
+
+
 def default_models() -> list:
-    return bench.default_models(REPO / "models")
+    return bench.default_models(REPO / "models") + [REPO / "models" / "user" / name for name in USER_MODELS]
 
 
 def outputs(records) -> dict:
@@ -29,7 +33,7 @@ def outputs(records) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", type=Path, default=None,
-                        help="model files (default: every int8 models/*.tflite except *_float.tflite)")
+                        help="model files (default: every int8 models/*.tflite except *_float.tflite, and USER_MODELS)")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR)
     parser.add_argument("--check", action="store_true",
                         help="recompute and exit 1 if the files in --out-dir differ")

@@ -16,8 +16,11 @@ def _records():
         return {r["model"]: r for r in json.load(f)}
 
 
-def test_table_covers_the_int8_zoo():
-    assert set(_records()) == {os.path.basename(p) for p in int8_zoo()}
+def test_table_covers_the_int8_zoo_and_the_user_models():
+    sys.path.insert(0, BENCHMARKS)
+    import baselines
+
+    assert set(_records()) == {os.path.basename(p) for p in int8_zoo()} | set(baselines.USER_MODELS)
 
 
 @pytest.mark.parametrize("model", int8_zoo(), ids=os.path.basename)

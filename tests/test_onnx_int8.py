@@ -261,3 +261,61 @@ def test_relu_between_conv_and_quantize_becomes_the_clamp(tmp_path):
     result = _check_against_onnxruntime(path, str(tmp_path / "c"))
     kernels = " ".join(k.name_hint for k in result.mod.functions)
     assert "qlinear_conv" in kernels and "qdequantize" in kernels and "relu" not in kernels
+
+
+# Scales of the first Conv of models/user/torch_unet_qdq.onnx (output channel 2), where the int32
+# accumulator 248200 is 138.500007 output steps: float32(acc)·float32(x_s·w_s/y_s) is exactly 138.5.
+_NEAR_TIE = dict(x_scale=np.float32(0.0039215516), w_scale=np.float32(0.00076748437),
+                 y_scale=np.float32(0.005393609), accumulator=248200)
+
+
+def _one_by_one_conv(x_zp, weight, bias, y_zp, qoperator: bool):
+    """x → QuantizeLinear → 1×1 Conv (1 channel) → QuantizeLinear → DequantizeLinear, as QDQ or
+    as QLinearConv (onnxruntime's fused kernel, run as written)."""
+    s = _NEAR_TIE
+    values = {"sx": s["x_scale"], "zx": np.int8(x_zp), "w": np.full((1, 1, 1, 1), weight, np.int8),
+              "ws": np.array([s["w_scale"]]), "wz": np.zeros(1, np.int8), "b": np.array([bias], np.int32),
+              "bs": np.array([s["x_scale"] * s["w_scale"]]), "bz": np.zeros(1, np.int32),
+              "sy": s["y_scale"], "zy": np.int8(y_zp)}
+    if qoperator:
+        conv = [helper.make_node("QLinearConv", ["xq", "sx", "zx", "w", "ws", "wz", "sy", "zy", "b"], ["yq"])]
+    else:
+        conv = [helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+                helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+                helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+                helper.make_node("Conv", ["xd", "wd", "bd"], ["c"]),
+                helper.make_node("QuantizeLinear", ["c", "sy", "zy"], ["yq"])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), *conv,
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, "near_tie", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 1, 4, 4))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 1, 4, 4))],
+                              [numpy_helper.from_array(np.array(v), k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_conv_rounds_like_qlinearconv_next_to_a_tie(tmp_path):
+    """Where the exact value is within float32 precision of a rounding tie, the QLinearConv rounding
+    (float32 ``float(acc)·scale``, ties to even) and exact rounding disagree; onnxruntime's float
+    path for a Conv it does not fuse may land on either side (docs/onnx-int8.md). We follow the
+    fused kernel: the torch U-Net's first differing element, rebuilt here."""
+    s, weight, x_zp, y_zp = _NEAR_TIE, 100, -128, -128
+    offsets = 50 - 3 * np.arange(16)  # (x code - zero point); the first gives the torch accumulator
+    bias = s["accumulator"] - weight * int(offsets[0])
+    exact = (weight * offsets + bias) * (np.float64(s["x_scale"]) * s["w_scale"] / s["y_scale"])
+    assert abs(exact[0] - 138.5) < 1e-5 and np.rint(exact[0]) == 139, "not next to a tie: proves nothing"
+    x = (offsets * s["x_scale"]).astype(np.float32).reshape(1, 1, 4, 4)
+
+    path = str(tmp_path / "near_tie.onnx")
+    onnx.save(_one_by_one_conv(x_zp, weight, bias, y_zp, qoperator=False), path)
+    compile_model(path, str(tmp_path / "c"))
+    got = host.run(str(tmp_path / "c"), x, host.build(str(tmp_path / "c")))
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    qlinear = onnxruntime.InferenceSession(_one_by_one_conv(x_zp, weight, bias, y_zp, qoperator=True)
+                                           .SerializeToString(), options)
+    expected = qlinear.run(None, {"x": x})[0]
+    codes = [np.rint(v / s["y_scale"]).astype(np.int64).ravel() for v in (got, expected)]
+    assert codes[1][0] == 138, "onnxruntime's QLinearConv no longer rounds float32(acc)·scale = 138.5"
+    np.testing.assert_array_equal(codes[0], codes[1])

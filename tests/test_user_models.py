@@ -20,9 +20,7 @@ from tvm_tinyseg.platforms import host
 USER_MODELS = os.path.join(MODELS_DIR, "user")
 TFLM_OPS_FILE = os.path.join(os.path.dirname(MODELS_DIR), "docs", "tflm_builtin_ops.txt")
 
-NOT_YET = {
-    "torch_unet_qdq.onnx": "int8 ONNX (QuantizeLinear/DequantizeLinear, QDQ form) refused",
-}
+NOT_YET = {}  # every model matches its reference today
 
 # Compiling and running one of these takes about 10 s per configuration: all but QUICK are marked
 # slow (deselected by -m "not slow"), so the quick suite stays quick as more of them compile.
@@ -30,10 +28,12 @@ QUICK = {"unet_sepconv_keras3_b1.tflite"}
 
 CONFIGS = {"no_tinyseg": dict(tinyseg=False), "tinyseg_min": dict(ram_budget=-1)}
 
-# The largest |ours - onnxruntime| allowed, in units of the output's quantization step (LSB): ONNX's
-# QLinear arithmetic (float scales, round-half-to-even) is not TFLM's; the int8 ONNX lowering states
-# its own bound, which replaces this one when the QDQ model leaves NOT_YET.
-ONNX_LSB_BOUND = 1
+# The largest |ours - onnxruntime| allowed, in whole steps of the output's quantization (LSB).
+# onnxruntime leaves some Conv and the ConvTranspose of torch_unet_qdq.onnx in float (DQ → float op →
+# Q), whose float32 sum rounds the other way than the fused QLinear arithmetic we follow when the
+# value lies within ~1e-5 LSB of a rounding tie: 1 LSB at that op, up to 2 at the output once it
+# propagates (docs/onnx-int8.md, "Residual differences").
+ONNX_LSB_BOUND = 2
 FLOAT_TOLERANCE = 1e-5
 
 # Ops TFLite Micro has but computes wrongly in int8: models with them are checked against LiteRT's
@@ -136,8 +136,8 @@ def test_user_model_matches_reference(name, config, compiled_zoo):
         got = host.run(out_dir, x, exe)
         if name.endswith(".onnx"):
             expected = onnxruntime_output(path, x)
-            lsb = float(np.abs(got - expected).max()) / onnx_output_step(path)
-            assert lsb <= ONNX_LSB_BOUND, f"seed {seed}: {lsb:.2f} LSB from onnxruntime"
+            lsb = int(np.rint(np.abs(got - expected) / onnx_output_step(path)).max())
+            assert lsb <= ONNX_LSB_BOUND, f"seed {seed}: {lsb} LSB from onnxruntime"
         elif spec["dtype"] == "int8":
             _check_tflite_int8(path, got, x, seed)
         else:

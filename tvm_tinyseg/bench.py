@@ -366,7 +366,8 @@ QEMU_COLUMNS = [
 NOTES = """\
 All figures are bytes. Reproduce: `python benchmarks/baselines.py` (writes benchmarks/results.json and this
 file; `--check` recomputes and exits 1 if they differ) or `tinyseg bench MODEL... --json F --markdown F`.
-Models: every int8 `models/*.tflite` (not `*_float`).
+Models: every int8 `models/*.tflite` (not `*_float`), and two networks as users export them from
+`models/user/` (`benchmarks/baselines.py`'s USER_MODELS).
 
 - **TFLM arena** (`tflm_arena_bytes`): the smallest `arena_size` for which the PyPI tflite-micro interpreter
   (`runtime.Interpreter.from_file(path, arena_size=n)`) allocates its tensors, found by bisection
