@@ -9,11 +9,14 @@ setup:
 demo: setup
 	tinyseg demo
 
+# One pytest worker per core; a test file stays on one worker, so its compiled models are shared.
+PYTEST = $(PYTHON) -m pytest -q -n auto --dist loadfile
+
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTEST)
 
 test-quick: setup
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 baselines: setup
 	$(PYTHON) benchmarks/baselines.py

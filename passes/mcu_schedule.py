@@ -55,7 +55,10 @@ def _tile_innermost_spatial_loop(sch, block, n_spatial) -> None:
     if width is None:
         return
     _, tile = sch.split(loops[n_spatial - 1], [None, width])
-    sch.reorder(*sch.get_loops(block)[n_spatial + 1:], tile)
+    try:
+        sch.reorder(*sch.get_loops(block)[n_spatial + 1:], tile)
+    except ScheduleError:  # other blocks between the loops (softmax's row max and sum): split only
+        return
     sch.unroll(tile)
 
 

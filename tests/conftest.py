@@ -81,3 +81,12 @@ class CompiledZoo:
 @pytest.fixture(scope="session")
 def compiled_zoo(tmp_path_factory):
     return CompiledZoo(str(tmp_path_factory.mktemp("zoo")))
+
+
+def pytest_configure(config):
+    """Build the PassContext-key registration once, before pytest-xdist's workers start (each
+    would otherwise build it into the same cache at the same time)."""
+    if not hasattr(config, "workerinput"):
+        from tvm_tinyseg.pass_config import register_options
+
+        register_options()

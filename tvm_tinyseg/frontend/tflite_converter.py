@@ -28,6 +28,8 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.tflite import tflite_frontend
 
+from tvm_tinyseg.errors import ModelFileError
+
 
 def _tflite(name):  # the tflite package's star-imports shadow generic names: import explicitly
     return importlib.import_module("tflite." + name)
@@ -43,9 +45,10 @@ def _round_half_away(value: np.float32) -> int:
     return int(np.sign(value) * np.floor(np.abs(np.float64(value)) + 0.5))
 
 
-class ConverterMismatch(RuntimeError):
-    """TVM's converter built something other than what the model declares: a bug of the
-    converter (an internal error), not of the model."""
+class ConverterMismatch(ModelFileError):
+    """An op's output shape, as computed from its inputs and attributes, is not the shape the
+    model declares: a damaged or inconsistent file (TFLite Micro would run past its buffers), or
+    an attribute TVM's converter misread — which the differential tests against LiteRT guard."""
 
 
 # Data movement TVM refuses quantized although it needs no requantization.
@@ -129,7 +132,8 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         super().__init__(*args, **kwargs)
         self._SUPPORTED_QUANTIZED_OPS = type(self)._SUPPORTED_QUANTIZED_OPS | _QUANTIZED_DATA_MOVEMENT
         self.folded = {}  # tensor index -> numpy value computed at import time
-        self.dilated = self._dilated_convs()  # op position -> (dilation, padding), None for S2B/B2S
+        # op position -> (dilation, padding), None for S2B/B2S; no model: a converter only listing its ops
+        self.dilated = self._dilated_convs() if self.subgraph is not None else {}
         self.convert_map = {name: self._shape_checked(name, convert) for name, convert in self.convert_map.items()}
 
     # -- dilated convolutions ----------------------------------------------------------------
@@ -260,8 +264,8 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
             declared, inferred = _declared_shape(outputs[0].tensor), _static_shape(out)
             if declared is not None and inferred is not None and not _agrees(declared, inferred):
                 raise ConverterMismatch(
-                    f"TVM's TFLite converter made {name} output '{outputs[0].tensor.Name().decode()}' "
-                    f"of shape {inferred}, the model declares {declared}")
+                    f"{name} output '{outputs[0].tensor.Name().decode()}' is declared {declared}, "
+                    f"but the op computes {inferred} from its inputs")
             return out
         return checked
 
