@@ -20,6 +20,7 @@ def _committed():
         return {r["model"]: r for r in json.load(f)}
 
 
+@pytest.mark.slow
 def test_bench_of_a_cheap_model_reproduces_its_committed_row(tmp_path):
     out_json, out_md, out_png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
     proc = run_tinyseg("bench", SMALL, "--json", out_json, "--markdown", out_md, "--plot", out_png)
@@ -46,6 +47,7 @@ def test_parse_budgets_reads_sizes_and_percentages():
     assert bench.parse_budgets("90%,75%,60%", parse_size) == bench.DEFAULT_BUDGETS
 
 
+@pytest.mark.slow
 def test_fixed_budgets_are_feasible_exactly_from_tinyseg_min():
     smallest = compile_model(SMALL, ram_budget=SMALLEST_FEASIBLE, storage="mmap").memory_report["arena_bytes"]
     nospill = compile_model(SMALL).memory_report["arena_bytes"]

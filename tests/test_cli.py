@@ -27,6 +27,7 @@ def test_compile_then_run_on_host_matches_tflite_micro(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), tflm_reference(SMALL, x))
 
 
+@pytest.mark.slow
 def test_run_rejects_a_wrong_input_shape(tmp_path):
     out = tmp_path / "build"
     assert run_tinyseg("compile", SMALL, "-o", str(out)).returncode == 0
@@ -79,6 +80,7 @@ def _error_lines(proc):
     return [line for line in proc.stderr.splitlines() if not line.startswith("[tinyseg]")]
 
 
+@pytest.mark.slow
 def test_compile_takes_tvmc_style_target_options_and_pass_config(tmp_path):
     from tvm_tinyseg.driver import compile_model
 
@@ -96,6 +98,7 @@ def test_compile_takes_tvmc_style_target_options_and_pass_config(tmp_path):
     assert memory["spilled"]
 
 
+@pytest.mark.slow
 def test_a_project_budget_from_pass_config_is_the_board_budget_as_with_the_flag(tmp_path):
     """--project qemu_cortex_m leaves room for the firmware within the budget however it is given."""
     for name, budget in (("flag", ["--ram-budget", "24K"]), ("config", ["--pass-config", "tinyseg.ram_budget=24K"])):
@@ -107,6 +110,7 @@ def test_a_project_budget_from_pass_config_is_the_board_budget_as_with_the_flag(
     assert "RAM_BUDGET ?= 24576" in (tmp_path / "config" / "project.mk").read_text()
 
 
+@pytest.mark.slow
 def test_pass_config_enable_false_equals_no_tinyseg(tmp_path):
     assert run_tinyseg("compile", SMALL, "-o", tmp_path / "a", "--pass-config", "tinyseg.enable=false").returncode == 0
     assert run_tinyseg("compile", SMALL, "-o", tmp_path / "b", "--no-tinyseg").returncode == 0
@@ -174,6 +178,7 @@ def test_other_bad_options_are_one_line_user_errors(arguments, message):
     assert len(errors) == 1 and message in errors[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_qemu_refuses_a_build_for_another_core(tmp_path):
     out = tmp_path / "build"
     assert run_tinyseg("compile", SMALL, "-o", out, "--mcpu", "cortex-m4").returncode == 0
@@ -184,6 +189,7 @@ def test_qemu_refuses_a_build_for_another_core(tmp_path):
                                   "(mps2-an500) is a cortex-m7: compile with --mcpu cortex-m7 (or without --mcpu)"]
 
 
+@pytest.mark.slow
 def test_a_damaged_build_directory_is_a_user_error(tmp_path):
     out = tmp_path / "build"
     assert run_tinyseg("compile", SMALL, "-o", out).returncode == 0

@@ -123,6 +123,7 @@ def test_onnx_symbolic_size_needs_input_shape(tmp_path):
     _assert_matches(path, out_dir, (1, 3, 7, 9), _onnxruntime)
 
 
+@pytest.mark.slow
 def test_cli_input_shape(tmp_path):
     path = _dynamic_size_model(tmp_path / "model.tflite")
     proc = run_tinyseg("compile", path, "-o", tmp_path / "c")

@@ -35,7 +35,8 @@ def _named_arena(error: BudgetError) -> int:
     return int(re.search(r"smallest feasible arena is (\d+) B", str(error)).group(1))
 
 
-@pytest.mark.parametrize("planner", sorted(PLANNERS))
+@pytest.mark.parametrize("planner", [p if p == "exact" else pytest.param(p, marks=pytest.mark.slow)
+                                     for p in sorted(PLANNERS)])
 def test_every_budget_is_met_or_named_with_a_feasible_arena(kernels, planner):
     smallest = _plan(kernels, ram_budget=SMALLEST_FEASIBLE, planner=planner)
     assert smallest.spills
@@ -61,6 +62,7 @@ def test_plan_prints_every_buffer_and_step(kernels):
     assert len(rows) == len(plan.table.steps)
 
 
+@pytest.mark.slow
 def test_cli_and_pipeline_agree_with_plan_memory_on_the_issue_budget(kernels, tmp_path):
     proc = run_tinyseg("compile", SMALL, "-o", tmp_path, "--pass-config", "tinyseg.planner=best_of",
                        "--ram-budget", "12K")

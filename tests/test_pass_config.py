@@ -112,6 +112,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_registration_is_built_once_reused_from_the_cache_and_rebuilt_if_truncated(tmp_path):
     env = {**os.environ, "TVM_FFI_CACHE_DIR": str(tmp_path)}
 

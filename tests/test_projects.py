@@ -77,6 +77,7 @@ def test_qemu_project_over_its_ram_budget_fails_at_link_time(qemu_project):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_cli_project_budget_leaves_room_for_the_firmware(tmp_path):
     """The arena is planned for the board's budget minus the firmware's stack and state, so the
     firmware links at exactly the budget given."""
@@ -238,6 +239,7 @@ def test_zephyr_uart_project_without_a_server_reports_a_storage_error(zephyr_uar
 
 
 @needs_arm_gcc
+@pytest.mark.slow
 def test_zephyr_project_with_mapped_storage_compiles(tmp_path):
     out = tmp_path / "p"
     _compile_project(out, "--ram-budget", "min", "--storage", "mmap", "--project", "zephyr")

@@ -100,6 +100,7 @@ def test_firmware_exit_status_reaches_the_host(tmp_path):
     assert "cannot read the input" in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_runs_the_firmware_and_reports_its_memory(tmp_path):
     from conftest import run_tinyseg
 

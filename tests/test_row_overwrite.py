@@ -112,7 +112,7 @@ def test_exact_beats_best_of_where_a_long_lived_buffer_is_overwritten():
     assert plan_arena(buffers, "best_of").size > plan_arena(buffers, "exact").size == peak_live_bytes(buffers) == 144
 
 
-@pytest.mark.parametrize("storage", ["mmap", "file"])
+@pytest.mark.parametrize("storage", ["mmap", pytest.param("file", marks=pytest.mark.slow)])
 def test_overwriting_rows_shrinks_the_arena_and_keeps_the_output(storage, tmp_path):
     model = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
     x = seeded_input((1, 32, 32, 1), np.int8, 0)

@@ -194,7 +194,7 @@ def _assert_exact(model, out_dir, stats=None, exe=None):
 
 
 @pytest.mark.parametrize("model", [pytest.param(p, id=os.path.basename(p),
-                                                marks=[pytest.mark.slow] if "160x240" in p else [])
+                                                marks=[] if "32x32" in p else [pytest.mark.slow])
                                    for p in int8_zoo()])
 def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, compiled_zoo, tmp_path):
     unconstrained = compiled_zoo.get(model)[0].memory_report["arena_bytes"]
@@ -211,7 +211,7 @@ def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, co
 
 
 @pytest.mark.parametrize("model", [pytest.param(p, id=os.path.basename(p),
-                                                marks=[pytest.mark.slow] if "160x240" in p else [])
+                                                marks=[] if "32x32" in p else [pytest.mark.slow])
                                    for p in int8_zoo()])
 def test_zoo_on_block_storage_at_the_smallest_budget_matches_tflite_micro(model, compiled_zoo):
     result, out_dir, exe = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="file")
@@ -289,7 +289,7 @@ def test_row_windows_count_against_the_budget(tmp_path):
     assert compile_model(TINYUNET, ram_budget=smallest, storage="file").memory_report["arena_bytes"] <= smallest
 
 
-@pytest.mark.parametrize("storage", ["mmap", "file"])
+@pytest.mark.parametrize("storage", ["mmap", pytest.param("file", marks=pytest.mark.slow)])
 def test_partial_spilling_moves_fewer_bytes_between_no_spill_and_the_smallest_arena(storage, tmp_path):
     model = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
     whole = compile_model(model, ram_budget=SMALLEST_FEASIBLE, storage=storage).memory_report

@@ -89,7 +89,7 @@ def test_uart_storage_under_qemu_matches_tflm_and_the_host(compiled_zoo):
                                                                          stats["storage_read"])
 
 
-@pytest.mark.parametrize("platform", ["host", pytest.param("qemu", marks=needs_qemu)])
+@pytest.mark.parametrize("platform", ["host", pytest.param("qemu", marks=[needs_qemu, pytest.mark.slow])])
 def test_cli_runs_a_uart_model_with_its_own_server(tmp_path, platform):
     build = tmp_path / "build"
     proc = run_tinyseg("compile", TINYUNET_32, "-o", build, "--ram-budget", "min", "--storage", "uart")
