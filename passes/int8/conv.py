@@ -14,33 +14,40 @@ def _requantize(acc, bias, multiplier, shift, zp_out, lo, hi):
     return te.compute(acc.shape, epilogue, name="requantize")
 
 
+def conv2d_accumulator(x, w, out_shape, strides, padding, dilation, groups, zp_in):
+    """The int32 sum of ``(x - zp_in)·w`` over the in-bounds taps of each output: x NHWC int8,
+    w OHWI int8 (I = C/groups), ``padding`` (top, left). Shared by the TFLite and ONNX kernels,
+    which differ only in their requantization."""
+    sh, sw = strides
+    dh, dw = dilation
+    top, left = padding
+    _, height, width, _ = x.shape
+    out_channels, kh, kw, group_channels = w.shape
+    per_group = out_channels // groups
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rc = te.reduce_axis((0, group_channels), "rc")
+
+    def tap_sum(n, y, xx, o):
+        iy = y * sh + ry * dh - top
+        ix = xx * sw + rx * dw - left
+        ic = rc if groups == 1 else (o // per_group) * group_channels + rc
+        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
+        value = tirx.if_then_else(inside, x[n, iy, ix, ic].astype("int32") - i32(zp_in), i32(0))
+        return te.sum(value * w[o, ry, rx, rc].astype("int32"), axis=[ry, rx, rc])
+
+    return te.compute(out_shape, tap_sum, name="acc")
+
+
 def conv2d_nhwc_int8(out_shape, strides, padding, dilation, groups, zp_in, zp_out, lo, hi, has_bias):
     """TE builder for CONV_2D / DEPTHWISE_CONV_2D: x NHWC int8, w OHWI int8 (I = C/groups).
 
     ``padding`` is (top, left); taps outside the input are skipped.
     """
-    sh, sw = strides
-    dh, dw = dilation
-    top, left = padding
 
     def compute(x, w, *rest):
         bias, multiplier, shift = rest if has_bias else (None, *rest)
-        _, height, width, _ = x.shape
-        out_channels, kh, kw, group_channels = w.shape
-        per_group = out_channels // groups
-        ry = te.reduce_axis((0, kh), "ry")
-        rx = te.reduce_axis((0, kw), "rx")
-        rc = te.reduce_axis((0, group_channels), "rc")
-
-        def tap_sum(n, y, xx, o):
-            iy = y * sh + ry * dh - top
-            ix = xx * sw + rx * dw - left
-            ic = rc if groups == 1 else (o // per_group) * group_channels + rc
-            inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
-            value = tirx.if_then_else(inside, x[n, iy, ix, ic].astype("int32") - i32(zp_in), i32(0))
-            return te.sum(value * w[o, ry, rx, rc].astype("int32"), axis=[ry, rx, rc])
-
-        acc = te.compute(out_shape, tap_sum, name="acc")
+        acc = conv2d_accumulator(x, w, out_shape, strides, padding, dilation, groups, zp_in)
         return _requantize(acc, bias, multiplier, shift, zp_out, lo, hi)
 
     return compute

@@ -11,7 +11,7 @@ from .requantize import clamp_to_int8, i32, mbqm, quantize_multiplier
 ADD_LEFT_SHIFT = 20  # TFLM add.cc: int8 inputs are shifted left by 20 bits before rescaling
 
 
-def _broadcast_reader(tensor, out_rank):
+def broadcast_reader(tensor, out_rank):
     shape = [int(s) for s in tensor.shape]
     lead = out_rank - len(shape)
 
@@ -28,7 +28,7 @@ def requantize_int8(out_shape, input_scale, input_zp, output_scale, output_zp, l
     multiplier, shift = quantize_multiplier(float(input_scale) / float(output_scale))
 
     def compute(x):
-        read = _broadcast_reader(x, len(out_shape))
+        read = broadcast_reader(x, len(out_shape))
         return te.compute(out_shape, lambda *i: tirx.max(tirx.min(
             mbqm(read(*i) - i32(input_zp), multiplier, shift) + i32(output_zp), i32(hi)), i32(lo)).astype(out_dtype),
             name="requantize")
@@ -44,7 +44,7 @@ def add_int8(out_shape, scales, zero_points, output_scale, output_zp, lo, hi):
     out_mult, out_shift = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(output_scale)))
 
     def compute(a, b):
-        readers = [_broadcast_reader(t, len(out_shape)) for t in (a, b)]
+        readers = [broadcast_reader(t, len(out_shape)) for t in (a, b)]
 
         def value(*i):
             scaled = [mbqm((r(*i) - i32(zp)) * i32(1 << ADD_LEFT_SHIFT), m, s)
@@ -61,7 +61,7 @@ def mul_int8(out_shape, scales, zero_points, output_scale, output_zp, lo, hi):
     multiplier, shift = quantize_multiplier(float(scales[0]) * float(scales[1]) / float(output_scale))
 
     def compute(a, b):
-        ra, rb = (_broadcast_reader(t, len(out_shape)) for t in (a, b))
+        ra, rb = (broadcast_reader(t, len(out_shape)) for t in (a, b))
 
         def value(*i):
             product = (ra(*i) - i32(zero_points[0])) * (rb(*i) - i32(zero_points[1]))
@@ -90,7 +90,7 @@ def sub_int8(out_shape, scales, zero_points, output_scale, output_zp, lo, hi):
     out_mult, out_shift = quantize_multiplier(float(twice_max / (f32(1 << ADD_LEFT_SHIFT) * f32(output_scale))))
 
     def compute(a, b):
-        readers = [_broadcast_reader(t, len(out_shape)) for t in (a, b)]
+        readers = [broadcast_reader(t, len(out_shape)) for t in (a, b)]
 
         def value(*i):
             scaled = [mbqm((r(*i) - i32(zp)) * i32(1 << ADD_LEFT_SHIFT), m, s)
@@ -114,7 +114,7 @@ def squared_difference_int8(out_shape, scales, zero_points, output_scale, output
         twice_max * twice_max / float(np.float32(1 << (2 * SQUARED_DIFFERENCE_LEFT_SHIFT)) * np.float32(output_scale)))
 
     def compute(a, b):
-        readers = [_broadcast_reader(t, len(out_shape)) for t in (a, b)]
+        readers = [broadcast_reader(t, len(out_shape)) for t in (a, b)]
 
         def value(*i):
             scaled = [mbqm((r(*i) - i32(zp)) * i32(1 << SQUARED_DIFFERENCE_LEFT_SHIFT), m, s)
@@ -138,7 +138,7 @@ def _min_max_int8(name, pick):
                 f"({sorted(quantizations)} vs output {(float(output_scale), int(output_zp))})")
 
         def compute(a, b):
-            ra, rb = (_broadcast_reader(t, len(out_shape)) for t in (a, b))
+            ra, rb = (broadcast_reader(t, len(out_shape)) for t in (a, b))
             return te.compute(out_shape, lambda *i: clamp_to_int8(pick(ra(*i), rb(*i)), lo, hi), name=name)
 
         return compute
@@ -157,7 +157,7 @@ def prelu_int8(out_shape, in_q, alpha_q, out_q, lo, hi):
     scaled_alpha = quantize_multiplier(float(in_scale) * float(alpha_scale) / float(out_scale))
 
     def compute(x, alpha):
-        rx, ralpha = (_broadcast_reader(t, len(out_shape)) for t in (x, alpha))
+        rx, ralpha = (broadcast_reader(t, len(out_shape)) for t in (x, alpha))
 
         def value(*i):
             v = rx(*i) - i32(in_zp)

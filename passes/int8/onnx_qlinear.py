@@ -20,6 +20,8 @@ the same float32 steps (``lookup_table``).
 import numpy as np
 from tvm import te, tirx
 
+from .conv import conv2d_accumulator
+from .elementwise import broadcast_reader
 from .requantize import i32
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -84,28 +86,10 @@ def _requantize_stage(acc, bias, scale, zp_out, lo, hi):
 def conv2d_nhwc_int8(out_shape, strides, padding, dilation, groups, zp_in, zp_out, lo, hi, has_bias):
     """QLinearConv: x NHWC int8, w OHWI int8 (I = C/groups, zero point 0), optional int32 bias,
     float32 per-channel scales. ``padding`` is (top, left); padded taps add nothing (x = zp_in)."""
-    sh, sw = strides
-    dh, dw = dilation
-    top, left = padding
 
     def compute(x, w, *rest):
         bias, scale = rest if has_bias else (None, *rest)
-        _, height, width, _ = x.shape
-        out_channels, kh, kw, group_channels = w.shape
-        per_group = out_channels // groups
-        rc = te.reduce_axis((0, group_channels), "rc")
-        ry = te.reduce_axis((0, kh), "ry")
-        rx = te.reduce_axis((0, kw), "rx")
-
-        def tap_sum(n, y, xx, o):
-            iy = y * sh + ry * dh - top
-            ix = xx * sw + rx * dw - left
-            ic = rc if groups == 1 else (o // per_group) * group_channels + rc
-            inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
-            value = tirx.if_then_else(inside, x[n, iy, ix, ic].astype("int32") - i32(zp_in), i32(0))
-            return te.sum(value * w[o, ry, rx, rc].astype("int32"), axis=[ry, rx, rc])
-
-        acc = te.compute(out_shape, tap_sum, name="acc")
+        acc = conv2d_accumulator(x, w, out_shape, strides, padding, dilation, groups, zp_in)
         return _requantize_stage(acc, bias, scale, zp_out, lo, hi)
 
     return compute
@@ -140,17 +124,6 @@ def conv2d_transpose_nhwc_int8(out_shape, strides, padding, dilation, zp_in, zp_
     return compute
 
 
-def _broadcast_reader(tensor, out_rank):
-    shape = [int(s) for s in tensor.shape]
-    lead = out_rank - len(shape)
-
-    def read(*index):
-        picked = [i32(0) if shape[d] == 1 else index[lead + d] for d in range(len(shape))]
-        return tensor[tuple(picked)].astype("int32")
-
-    return read
-
-
 def add_ratios(scales, out_scale) -> np.ndarray:
     """QLinearAdd's float32 ``a_scale / c_scale`` and ``b_scale / c_scale``."""
     return np.array([np.float32(s) / np.float32(out_scale) for s in scales], np.float32)
@@ -161,7 +134,7 @@ def add_int8(out_shape, zero_points, out_zp: int, lo, hi):
     ``ratio`` from ``add_ratios``; inputs broadcast numpy-style."""
 
     def compute(a, b, ratio):
-        readers = [_broadcast_reader(t, len(out_shape)) for t in (a, b)]
+        readers = [broadcast_reader(t, len(out_shape)) for t in (a, b)]
 
         def value(*i):
             terms = [(r(*i) - i32(zp)).astype("float32") * ratio[k]
