@@ -273,9 +273,17 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         return np.asarray(value).astype(dtype)
 
     def _shape_checked(self, name, convert):
+        def check(output, inferred):
+            declared = _declared_shape(output.tensor)
+            if declared is not None and inferred is not None and not _agrees(declared, inferred):
+                raise ConverterMismatch(
+                    f"{name} output '{output.tensor.Name().decode()}' is declared {declared}, "
+                    f"but the op computes {inferred} from its inputs")
+
         def checked(op):
             folded = self._fold(name, op)
-            if folded is not None:
+            if folded is not None:  # shape arithmetic: its declared shape is checked too
+                check(self.get_output_tensors(op)[0], list(folded.shape))
                 self.folded[self.get_output_tensors(op)[0].tensor_idx] = folded
                 return None
             out = convert(op=op)
@@ -284,11 +292,7 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                     or op._tab.Pos in self.dilated and name != "BATCH_TO_SPACE_ND":
                 return out  # inside a dilated conv, shapes are the fused conv's until BATCH_TO_SPACE_ND
             out = self.bb.normalize(out)
-            declared, inferred = _declared_shape(outputs[0].tensor), _static_shape(out)
-            if declared is not None and inferred is not None and not _agrees(declared, inferred):
-                raise ConverterMismatch(
-                    f"{name} output '{outputs[0].tensor.Name().decode()}' is declared {declared}, "
-                    f"but the op computes {inferred} from its inputs")
+            check(outputs[0], _static_shape(out))
             return out
         return checked
 
