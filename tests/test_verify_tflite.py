@@ -276,6 +276,22 @@ def test_quantization_outside_tflm_ranges_is_refused(tmp_path, y_quant, message)
     assert str(info.value).endswith(message)
 
 
+def test_scales_without_zero_points_are_refused(tmp_path):
+    """TFLite Micro drops such a tensor's quantization (and its int8 kernels then refuse it)."""
+    path = str(tmp_path / "m.tflite")
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3], np.int8, quant=(0.05, 0))
+    y = b.tensor("y", [1, 2, 2, 3], np.int8, quant=(0.05, 0))
+    name, shape, tensor_type, buffer, _, signature = b._tensors[y]
+    b._tensors[y] = (name, shape, tensor_type, buffer, ([0.05], [], 0), signature)
+    b.op("MAX_POOL_2D", [x], [y], options=("Pool2DOptions", {"padding": "VALID", "stride_h": 2, "stride_w": 2,
+                                                               "filter_height": 2, "filter_width": 2}))
+    b.save(path, inputs=[x], outputs=[y])
+    assert reference_decisions([path])[0]["tflm"] != "ok"
+    with pytest.raises(ModelFileError, match=r"tensor #1 'y' has 1 scales but 0 zero points$"):
+        load_model(path)
+
+
 def test_the_in_range_pool_model_loads(tmp_path):
     """The model the quantization cases edit is fine as it stands: the refusals are the edits'."""
     assert load_model(_pool_model(tmp_path / "m.tflite")).ops == ["MAX_POOL_2D"]

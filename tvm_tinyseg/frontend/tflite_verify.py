@@ -193,7 +193,7 @@ def _verify_quantization(quant, shape, tensor_type, what):
         return  # not quantized
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise _Broken(f"{what} has a non-positive or non-finite quantization scale")
-    if len(zero_point) not in (len(scale), 0):
+    if len(zero_point) != len(scale):  # TFLite Micro ignores the quantization of such a tensor
         raise _Broken(f"{what} has {len(scale)} scales but {len(zero_point)} zero points")
     low, high = ZERO_POINT_RANGES.get(tensor_type, (-(1 << 63), 1 << 63))
     outside = zero_point[(zero_point < low) | (zero_point > high)]
