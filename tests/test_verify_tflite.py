@@ -177,6 +177,41 @@ def test_verifier_accepts_exactly_what_litert_accepts_on_random_mutations():
     assert counts.get("refuse", 0) >= 40 and counts.get("accept", 0) >= 40  # both decisions are exercised
 
 
+def _shared_buffer_tables(count):
+    """The zoo model with ``Model.buffers`` replaced by ``count`` offsets to one empty table
+    appended to the file (a Verifier counts each visit: its limit is 10**6 tables)."""
+    data = bytearray(open(BASE, "rb").read())
+    data += bytes(-len(data) % 4)
+    model = _model(bytes(data))
+    field = model._tab.Pos + model._tab.Offset(12)  # Model.buffers
+    vector = len(data)
+    table = vector + 4 + 4 * count + 4  # after its 4-byte vtable
+    data += struct.pack("<I", count)
+    data += (table - (vector + 4 + 4 * np.arange(count, dtype=np.int64))).astype("<u4").tobytes()
+    data += struct.pack("<HHi", 4, 4, 4)  # vtable (4 bytes, object 4 bytes), table → its vtable
+    struct.pack_into("<I", data, field, vector - field)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("count", [1000, pytest.param(1_000_001, marks=pytest.mark.slow)])
+def test_the_table_count_limit_is_litert_s(count):
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = _shared_buffer_tables(count)
+    try:
+        Interpreter(model_content=data)
+        theirs = "accept"
+    except ValueError as err:
+        assert "not a valid Flatbuffer" in str(err)
+        theirs = "refuse"
+    assert theirs == ("accept" if count == 1000 else "refuse")
+    if theirs == "accept":
+        verify_model_buffer(data)
+    else:
+        with pytest.raises(FlatbufferError, match=r"Model\.buffers\[\d+\]: more than 1000000 tables"):
+            verify_model_buffer(data)
+
+
 # -- operator codes -------------------------------------------------------------------------------
 def _opcode_edits():
     base = open(BASE, "rb").read()

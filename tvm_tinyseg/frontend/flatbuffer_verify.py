@@ -152,8 +152,10 @@ class _Verifier:
     def table(self, pos, class_name, what):
         self.depth += 1
         self.tables += 1
-        if self.depth > MAX_DEPTH or self.tables > MAX_TABLES:
-            raise FlatbufferError(f"{what}: more than {MAX_DEPTH} nested or {MAX_TABLES} tables")
+        if self.depth > MAX_DEPTH:
+            raise FlatbufferError(f"{what}: tables nested more than {MAX_DEPTH} deep")
+        if self.tables > MAX_TABLES:
+            raise FlatbufferError(f"{what}: more than {MAX_TABLES} tables")
         vtable = pos - self.scalar("i", pos, f"{what} table")
         self.check(vtable, 2, 2, f"{what} vtable")
         vtable_bytes = self.scalar("H", vtable, f"{what} vtable")
