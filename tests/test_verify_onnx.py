@@ -1,7 +1,9 @@
 """Non-finite ONNX parameters: wherever onnxruntime outputs NaN or infinity, the compiler refuses
 the model in one line naming the initializer or node, and writes no C (before, a NaN epsilon gave
-C containing ``nanf`` that did not build, and a NaN or negative variance gave finite outputs)."""
+C containing ``nanf`` that did not build, and a NaN or negative variance gave finite outputs).
+A QDQ scale that is not positive is refused too."""
 import os
+import re
 
 import numpy as np
 import onnx
@@ -9,9 +11,10 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import seeded_input
+from conftest import MODELS, seeded_input
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import ModelFileError
+from tvm_tinyseg.frontend import load_model
 from tvm_tinyseg.platforms import host
 
 C = 3
@@ -103,3 +106,16 @@ def test_the_same_models_with_finite_parameters_give_onnxruntime_outputs(make, t
     got = host.run(out_dir, seeded_input(SHAPE, np.float32, 0))
     np.testing.assert_allclose(got, _onnxruntime(path), rtol=1e-5, atol=1e-5)
     assert os.path.exists(os.path.join(out_dir, "tinyseg_model.c"))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.05])
+def test_a_qdq_scale_that_is_not_positive_is_refused(tmp_path, value):
+    model = onnx.load(os.path.join(MODELS, "user", "torch_unet_qdq.onnx"))
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"][1]
+    scale = next(i for i in model.graph.initializer if i.name == quantize.input[1])
+    scale.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(scale).shape, value, np.float32), scale.name))
+    path = str(tmp_path / "scale.onnx")
+    onnx.save(model, path)
+    expected = f"QuantizeLinear node #\\d+ {re.escape(repr(quantize.name))} scale {re.escape(repr(scale.name))} is not"
+    with pytest.raises(ModelFileError, match=expected + " positive$"):
+        load_model(path)

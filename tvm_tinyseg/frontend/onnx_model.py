@@ -59,6 +59,10 @@ def _check_quantization(path, graph, initializers) -> bool:
                 raise UnsupportedModelError(
                     f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', {dtype}); only int8 "
                     "and uint8 quantization is supported")
+            scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
+            if scale is not None and np.any(numpy_helper.to_array(scale) <= 0):
+                raise ModelFileError(f"{path}: {node.op_type} node #{i} '{node.name}' scale '{scale.name}' is not "
+                                     "positive")
             qdq = True
     return qdq
 
