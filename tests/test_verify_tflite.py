@@ -3,7 +3,8 @@
 * Structure (flatbuffer_verify.py): edits of fields the compiler never reads (metadata, signature
   definitions, description, subgraph name, ...) that LiteRT's flatbuffers Verifier and TFLite
   Micro refuse are refused in one line naming the field; on random mutations of the zoo, the
-  verifier accepts exactly the files LiteRT's Verifier accepts.
+  verifier accepts exactly the files LiteRT's Verifier accepts, and every file TFLite Micro
+  refuses to load is refused.
 * Operator codes are read as TFLite reads them (the larger of builtin_code and
   deprecated_builtin_code), compared with LiteRT's own reading of edited files.
 * Constants: NaN or infinity in float weights or options, where LiteRT computes NaN, are refused
@@ -23,7 +24,7 @@ import tvm
 from conftest import MODELS, float_reference, seeded_input, tflm_reference
 from model_fuzz import mutate
 from tflite_builder import TFLiteBuilder
-from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
+from tvm_tinyseg.errors import ModelFileError, TinySegError, UnsupportedModelError
 from tvm_tinyseg.frontend import load_model
 from tvm_tinyseg.frontend.flatbuffer_verify import FlatbufferError, _fields, schema_tables, verify_model_buffer
 from tvm_tinyseg.frontend.tflite_model import _op_names
@@ -175,6 +176,27 @@ def test_verifier_accepts_exactly_what_litert_accepts_on_random_mutations():
             f" ({reason})" if ours == "refuse" else "")
         counts[ours] = counts.get(ours, 0) + 1
     assert counts.get("refuse", 0) >= 40 and counts.get("accept", 0) >= 40  # both decisions are exercised
+
+
+def test_every_mutation_tflite_micro_refuses_at_load_is_refused(tmp_path):
+    """Random mutations of the int8 zoo: each file TFLite Micro refuses (or crashes on) when
+    loading it is refused here too, in one line."""
+    rng = random.Random(7)
+    files = [open(os.path.join(MODELS, f), "rb").read() for f in sorted(os.listdir(MODELS)) if f.endswith(".tflite")]
+    paths = []
+    for case in range(200):
+        paths.append(str(tmp_path / f"{case}.tflite"))
+        with open(paths[-1], "wb") as f:
+            f.write(mutate(rng.choice(files), rng.choice(("flip", "flip", "overwrite", "truncate")), rng, b""))
+    refused_by_tflm = 0
+    for path, decision in zip(paths, reference_decisions(paths)):
+        if decision["tflm"] == "ok":
+            continue
+        refused_by_tflm += 1
+        with pytest.raises(TinySegError) as info:
+            load_model(path)
+        assert "\n" not in str(info.value)
+    assert refused_by_tflm >= 40
 
 
 def _shared_buffer_tables(count):
