@@ -154,6 +154,16 @@ def test_fields_the_compiler_never_reads_are_verified(structural_edits, name):
     assert message.startswith(f"{path}: malformed TFLite flatbuffer: {field}") and "\n" not in message
 
 
+def test_the_command_line_refuses_it_in_one_line_with_status_1(structural_edits, tmp_path, capsys):
+    from tvm_tinyseg import cli
+
+    path, field, _ = structural_edits["metadata_name_outside"]
+    assert cli.main(["compile", path, "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"tinyseg: error: {path}: malformed TFLite flatbuffer: {field} at byte ")
+    assert err[-1].endswith(f"runs past the end of the file ({os.path.getsize(path)} bytes)")
+
+
 def test_verifier_accepts_exactly_what_litert_accepts_on_random_mutations():
     from ai_edge_litert.interpreter import Interpreter
 
