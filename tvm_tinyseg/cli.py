@@ -128,7 +128,7 @@ def cmd_compile(args) -> int:
         result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
                                storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
                                mcpu=args.mcpu, module_name=args.module_name,
-                               input_shapes=dict(args.input_shape or []))
+                               input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c)
     if export:
         export(args.output, board_budget)
     report = result.memory_report
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors are spilled to storage to meet it")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    p.add_argument("--no-check-c", action="store_true",
+                   help="do not parse the generated C with the host compiler (cc -fsyntax-only) before writing it")
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")

@@ -7,15 +7,17 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from tvm_tinyseg import __version__
 from tvm_tinyseg.codegen import emit_c
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name, rename
+from tvm_tinyseg.codegen.check_c import check_generated_c
 from tvm_tinyseg.codegen.model_files import write_model_dir
 from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
-from tvm_tinyseg.errors import UnsupportedModelError
+from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
@@ -145,6 +147,15 @@ class CompileResult:
                         __version__, {"memory.json": self.memory_report, "io.json": self.io_spec})
 
 
+def _check_finite_constants(path, table: LifetimeTable) -> None:
+    """Constants folded from the model's (e.g. the square root of a negative one) are finite:
+    the reference computes NaN or infinity from them, and C has no literal for them."""
+    for i, constant in enumerate(table.constants):
+        if constant.dtype.kind == "f" and not np.all(np.isfinite(constant)):
+            raise ModelFileError(f"{path}: the model's constants compute NaN or infinity "
+                                 f"({np.count_nonzero(~np.isfinite(constant))} values of weight #{i})")
+
+
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
     """The current PassContext's TinySeg options, with explicit (non-None) overrides applied."""
     options = dataclasses.replace(current_options(), **{k: v for k, v in overrides.items() if v is not None})
@@ -153,14 +164,16 @@ def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
                   fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
-                  module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None) -> CompileResult:
+                  module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None,
+                  check_c: bool = True) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
     memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
-    other than the batch (which is fixed to 1)."""
+    other than the batch (which is fixed to 1). ``check_c`` parses the generated C with the host
+    compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
@@ -171,6 +184,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
+    _check_finite_constants(path, memory.table)
     kernels = build_c_kernels(memory.mod)
     table, plan, storage_plan = memory.table, memory.arena, memory.storage
     result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
@@ -181,6 +195,8 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
                                                     mapped_storage=options.storage == "mmap"),
     }
     result.files = {rename(name, module_name): rename(text, module_name) for name, text in files.items()}
+    if check_c:
+        check_generated_c(result)
     if out_dir is not None:
         result.write(out_dir)
     return result

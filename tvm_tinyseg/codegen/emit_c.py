@@ -96,13 +96,15 @@ def workspace_buffer(step: int) -> str:
 
 def _c_literal(value, dtype) -> str:
     if dtype == np.float32:
-        return repr(float(value)) + "f" if np.isfinite(value) else "0.0f"
+        return repr(float(value)) + "f"
     return str(int(value))
 
 
 def _const_array(name: str, array: np.ndarray, qualifier: str = "") -> str:
     flat = array.reshape(-1)
     ctype = C_TYPES[str(array.dtype)]
+    if array.dtype.kind == "f" and not np.all(np.isfinite(flat)):  # the frontends refuse such models
+        raise ValueError(f"constant {name} holds a non-finite value; C has no literal for it")
     if ctype == "int32_t":  # INT32_MIN cannot be written as a plain literal
         items = [f"(int32_t){int(v)}" if v == np.iinfo(np.int32).min else str(int(v)) for v in flat]
     else:
