@@ -17,9 +17,10 @@ from tvm_tinyseg.codegen.model_files import write_model_dir
 from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
-from tvm_tinyseg.pass_config import TinySegOptions, current_options
+from tvm_tinyseg.pass_config import TinySegOptions, check_options, current_options
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
+from tvm_tinyseg.output_dir import replacing
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
@@ -148,7 +149,7 @@ class CompileResult:
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
     """The current PassContext's TinySeg options, with explicit (non-None) overrides applied."""
     options = dataclasses.replace(current_options(), **{k: v for k, v in overrides.items() if v is not None})
-    return dataclasses.replace(options, enable=options.enable and tinyseg)
+    return check_options(dataclasses.replace(options, enable=options.enable and tinyseg))
 
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
@@ -160,7 +161,8 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
     memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
-    other than the batch (which is fixed to 1)."""
+    other than the batch (which is fixed to 1). ``out_dir`` is replaced whole (output_dir.replacing;
+    files this tool did not write are kept)."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
@@ -182,5 +184,6 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     }
     result.files = {rename(name, module_name): rename(text, module_name) for name, text in files.items()}
     if out_dir is not None:
-        result.write(out_dir)
+        with replacing(out_dir, force=True) as staging:
+            result.write(staging)
     return result
