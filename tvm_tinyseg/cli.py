@@ -27,6 +27,10 @@ def _progress(message: str) -> None:
 _SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
 
 
+class _SizeTooLarge(argparse.ArgumentTypeError):
+    """A size no 32-bit microcontroller can address (MAX_RAM_BUDGET)."""
+
+
 def parse_size(text: str) -> int:
     """Bytes from '131072', '128K', '128KiB', '1M'; 'min' → the smallest feasible budget (-1)."""
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
@@ -42,10 +46,6 @@ def parse_size(text: str) -> int:
         raise _SizeTooLarge(f"size {text!r} is larger than a 32-bit microcontroller's address space "
                             f"(at most {MAX_RAM_BUDGET} B)")
     return size
-
-
-class _SizeTooLarge(argparse.ArgumentTypeError):
-    pass
 
 
 def _checked(check):

@@ -432,7 +432,8 @@ def main(argv=None) -> int:
                         metavar="SECONDS", help="disconnect a client silent this long between frames "
                                                 f"(default {DEFAULT_IDLE_TIMEOUT:g})")
     parser.add_argument("--frame-timeout", type=_ranged(float, 0.001, MAX_TIMEOUT), default=DEFAULT_FRAME_TIMEOUT,
-                        metavar="SECONDS", help=f"time to complete a frame once begun (default {DEFAULT_FRAME_TIMEOUT:g})")
+                        metavar="SECONDS",
+                        help=f"time to complete a frame once begun (default {DEFAULT_FRAME_TIMEOUT:g})")
     args = parser.parse_args(argv)
     if args.max_clients_per_peer > args.max_clients:
         parser.error(f"--max-clients-per-peer {args.max_clients_per_peer} is more than --max-clients "

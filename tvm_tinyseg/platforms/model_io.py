@@ -1,7 +1,5 @@
 """What every platform needs from a compiled model directory: its input/output spec (io.json),
 the input check, and the ``tinyseg-stats:`` line the runners print."""
-import os
-
 import numpy as np
 
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, STATUS_CODES
