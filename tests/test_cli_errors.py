@@ -22,12 +22,12 @@ from tvm_tinyseg.errors import TinySegError
 
 SMALL = f"{MODELS}/tinyunet_32x32_c1.tflite"
 LARGE = f"{MODELS}/tinyunet_80x120.tflite"
-TINYSEG = os.path.join(os.path.dirname(sys.executable), "tinyseg")
 
 
 def _tinyseg(*args, **popen):
-    return subprocess.Popen([TINYSEG, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+    """The command as the ``tinyseg`` script runs it (tvm_tinyseg/__main__.py's main)."""
+    return subprocess.Popen([sys.executable, "-m", "tvm_tinyseg", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
 
 
 def _errors(stderr: str) -> list:
