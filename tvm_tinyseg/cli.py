@@ -3,6 +3,7 @@
 Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error, 130 interrupted (Ctrl-C).
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -489,7 +490,7 @@ def main(argv=None) -> int:
         else None
     try:
         args = build_parser().parse_args(argv)  # imports TVM: seconds
-        with tvm_logs_hidden():
+        with contextlib.nullcontext() if os.environ.get("TINYSEG_DEBUG") else tvm_logs_hidden():
             return _run(args, interrupted)
     except KeyboardInterrupt:
         return _report_interrupt()
