@@ -3,6 +3,7 @@ files of an earlier compile go, files the tool did not write are refused unless 
 compile that fails or is killed leaves DIR as it was."""
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -42,6 +43,20 @@ def test_a_recompile_removes_the_stale_files_of_the_earlier_one(tmp_path, capfd)
     assert sorted(files - {output_dir.MANIFEST}) == _manifest(out)
     assert json.loads((out / "memory.json").read_text())["storage"] == "mmap"
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging or replaced directory left
+
+
+def test_the_replaced_directory_keeps_its_permissions(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o751)
+    with output_dir.replacing(out) as staging:
+        open(os.path.join(staging, "a.c"), "w").write("x")
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o751
+    with output_dir.replacing(tmp_path / "new") as staging:
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o777 & ~umask
 
 
 def test_a_directory_with_files_the_tool_did_not_write_needs_force(tmp_path, capfd):

@@ -15,8 +15,8 @@ import ctypes
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 
 from tvm_tinyseg import __version__, interrupts
 from tvm_tinyseg.errors import TinySegError
@@ -201,13 +201,18 @@ def replacing(path, force: bool = False):
     try:
         os.makedirs(parent, exist_ok=True)
         _remove_leftovers(parent, name)
-        staging = tempfile.mkdtemp(prefix=f".{name}{_STAGING}{os.getpid()}-", dir=parent)
+        staging = os.path.join(parent, f".{name}{_STAGING}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(staging)  # with the umask's mode, as a plain mkdir (tempfile's would be 0700)
+        if os.path.isdir(target):
+            shutil.copymode(target, staging)
     except OSError as err:
         raise TinySegError(f"{path}: cannot create the output directory: {err.strerror or err}") from None
     try:
         try:
             yield staging
         except TinySegError as err:  # name the directory the user gave, not the staging one
+            if staging not in str(err):
+                raise
             raise type(err)(str(err).replace(staging, path)) from None
         _commit(staging, target)
     except OSError as err:
