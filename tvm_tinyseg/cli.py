@@ -1,19 +1,24 @@
 """The ``tinyseg`` command line.
 
-Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error.
+Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error, 130 interrupted (Ctrl-C).
 """
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 
 from tvm_tinyseg import targets
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.pass_config import OPTIONS, STORAGE_KINDS
+from tvm_tinyseg.native_stderr import tvm_logs_hidden
+from tvm_tinyseg.pass_config import MAX_RAM_BUDGET, OPTIONS, STORAGE_KINDS
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command stopped by Ctrl-C
 
 
 def _progress(message: str) -> None:
@@ -21,6 +26,10 @@ def _progress(message: str) -> None:
 
 
 _SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
+
+
+class _SizeTooLarge(argparse.ArgumentTypeError):
+    """A size no 32-bit microcontroller can address (MAX_RAM_BUDGET)."""
 
 
 def parse_size(text: str) -> int:
@@ -33,7 +42,11 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", value)
     if not match or match.group(2).upper() not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 131072, 128K, 128KiB, 1M, min)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if size > MAX_RAM_BUDGET:
+        raise _SizeTooLarge(f"size {text!r} is larger than a 32-bit microcontroller's address space "
+                            f"(at most {MAX_RAM_BUDGET} B)")
+    return size
 
 
 def _checked(check):
@@ -69,6 +82,8 @@ def parse_pass_config(text: str) -> tuple:
     if option.type is int:
         try:
             return key, parse_size(value)
+        except _SizeTooLarge as err:
+            raise argparse.ArgumentTypeError(f"{key}: {err}") from None
         except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(f"{key} expects a size in bytes (131072, 128K, 128KiB, 1M, min), "
                                              f"got {value!r}") from None
@@ -108,6 +123,7 @@ def cmd_compile(args) -> int:
 
     from tvm_tinyseg import projects
     from tvm_tinyseg.driver import compile_model
+    from tvm_tinyseg.output_dir import replacing
     from tvm_tinyseg.pass_config import register_options
 
     config = pass_config(args)
@@ -123,14 +139,16 @@ def cmd_compile(args) -> int:
     if args.project:  # the board's RAM budget also holds the firmware's stack and state
         export, arena_budget = projects.exporter(args.project), projects.arena_budget(args.project, board_budget)
     mcpu = f", mcpu {args.mcpu}" if args.mcpu else ""
-    _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
-    with tvm.transform.PassContext(config=config):
-        result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
-                               storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                               mcpu=args.mcpu, module_name=args.module_name,
-                               input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c)
-    if export:
-        export(args.output, board_budget)
+    with replacing(args.output, force=args.force) as staging:  # refused before compiling, swapped in after
+        _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
+        with tvm.transform.PassContext(config=config):
+            result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
+                                   storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
+                                   mcpu=args.mcpu, module_name=args.module_name,
+                                   input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c)
+        result.write(staging)
+        if export:
+            export(staging, board_budget)
     report = result.memory_report
     spilled = ""
     if report["spilled"]:
@@ -160,12 +178,12 @@ def cmd_analyze(args) -> int:
 def cmd_run(args) -> int:
     import numpy as np
 
+    from tvm_tinyseg.model_dir import memory_report
     from tvm_tinyseg.platforms import host
     from tvm_tinyseg.platforms.model_io import io_spec
 
-    if not os.path.isfile(os.path.join(args.dir, "io.json")):
-        raise TinySegError(f"{args.dir}: not a compiled model directory (no io.json; run 'tinyseg compile' first)")
     spec = io_spec(args.dir)
+    memory_report(args.dir)  # damaged or missing: said now, not by the build
     inputs, outputs = spec["inputs"], spec["outputs"]
     if args.input and len(args.input) != len(inputs):
         raise TinySegError(f"{len(args.input)} --input given; the model has {len(inputs)} inputs "
@@ -183,9 +201,13 @@ def cmd_run(args) -> int:
             xs.append(np.zeros(want["shape"], dtype=want["dtype"]))
             continue
         try:
-            xs.append(np.load(args.input[i]))
-        except (OSError, ValueError) as err:
+            array = np.load(args.input[i])
+        except (OSError, ValueError, EOFError) as err:
             raise TinySegError(f"{args.input[i]}: cannot read input array ({err})") from None
+        if not isinstance(array, np.ndarray):  # an .npz archive
+            array.close()
+            raise TinySegError(f"{args.input[i]}: an .npz archive; give each input as an .npy file (numpy.save)")
+        xs.append(array)
     x = xs[0] if len(xs) == 1 else xs
     if args.platform == "qemu":
         _check_mcpu_for_qemu(args.dir)
@@ -205,7 +227,11 @@ def cmd_run(args) -> int:
     ys = y if isinstance(y, list) else [y]
     for i, array in enumerate(ys):
         if args.output:
-            np.save(args.output[i], array)
+            try:
+                np.save(args.output[i], array)
+            except OSError as err:
+                raise TinySegError(f"{args.output[i]}: cannot write the output array ({err.strerror or err})") \
+                    from None
         print(f"output {array.dtype} {list(array.shape)}" + (f" written to {args.output[i]}" if args.output else ""))
     print(f"storage: {stats.get('storage_written', 0)} B written, {stats.get('storage_read', 0)} B read")
     if args.platform == "qemu":
@@ -377,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile a .tflite/.onnx model to C sources, header and memory.json")
     p.add_argument("model", help="the model file (.tflite or .onnx)")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True,
+                   help="output directory, replaced whole when the compile succeeds (files of an earlier compile "
+                        "that this one does not write are removed)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an output directory that holds files tinyseg did not write (they are kept)")
     p.add_argument("--target", type=_checked(targets.check_target), default="c",
                    help="code to emit: only 'c' (plain C99, no TVM runtime)")
     p.add_argument("--mcpu", type=_checked(targets.check_mcpu), metavar="CPU",
@@ -446,14 +476,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_interrupt() -> int:
+    print("tinyseg: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        args = build_parser().parse_args(argv)  # imports TVM: seconds
+        with contextlib.nullcontext() if os.environ.get("TINYSEG_DEBUG") else tvm_logs_hidden():
+            return _run(args, interrupted)
+    except KeyboardInterrupt:
+        return _report_interrupt()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(args, interrupted: list) -> int:
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return _report_interrupt()
     except TinySegError as err:
+        if interrupted:  # a tool run by the command failed because Ctrl-C reached it too
+            return _report_interrupt()
         print(f"tinyseg: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as err:  # a bug of ours: say so, keep it to one line unless asked
+        if interrupted:  # e.g. TVM turning the interrupt into an error of its own
+            return _report_interrupt()
         if os.environ.get("TINYSEG_DEBUG"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

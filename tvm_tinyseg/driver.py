@@ -19,9 +19,10 @@ from tvm_tinyseg.codegen.model_files import write_model_dir
 from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
-from tvm_tinyseg.pass_config import TinySegOptions, current_options
+from tvm_tinyseg.pass_config import TinySegOptions, check_options, current_options
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
+from tvm_tinyseg.output_dir import replacing
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
@@ -159,7 +160,7 @@ def _check_finite_constants(path, table: LifetimeTable) -> None:
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
     """The current PassContext's TinySeg options, with explicit (non-None) overrides applied."""
     options = dataclasses.replace(current_options(), **{k: v for k, v in overrides.items() if v is not None})
-    return dataclasses.replace(options, enable=options.enable and tinyseg)
+    return check_options(dataclasses.replace(options, enable=options.enable and tinyseg))
 
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
@@ -173,7 +174,8 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
     other than the batch (which is fixed to 1). ``check_c`` parses the generated C with the host
-    compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error."""
+    compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error.
+    ``out_dir`` is replaced whole (output_dir.replacing; files this tool did not write are kept)."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
@@ -198,5 +200,6 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     if check_c:
         check_generated_c(result)
     if out_dir is not None:
-        result.write(out_dir)
+        with replacing(out_dir, force=True) as staging:
+            result.write(staging)
     return result

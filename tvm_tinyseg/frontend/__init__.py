@@ -7,6 +7,7 @@ from tvm import relax
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
+from .builder_cleanup import close_builders
 from .model import ImportedModel, TensorInfo
 from .onnx_model import load_onnx
 from .tflite_model import load_tflite
@@ -25,7 +26,11 @@ def load_model(path, input_shapes: dict = None) -> ImportedModel:
     loader = _LOADERS.get(os.path.splitext(path)[1].lower())
     if loader is None:
         raise ModelFileError(f"{path}: unknown model format (expected .tflite or .onnx)")
-    model = loader(path, input_shapes)
+    try:
+        model = loader(path, input_shapes)
+    except Exception as err:
+        close_builders(err)
+        raise
     _check_static_nonempty_shapes(path, model.mod)
     _check_finite_constants(path, model.mod)
     return model
