@@ -9,7 +9,7 @@ from conftest import SEEDS, run_tinyseg, seeded_input
 from float_net import FloatNet, litert_reference
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 SHAPE = (1, 7, 9, 3)
 

@@ -17,8 +17,8 @@ from conftest import run_tinyseg
 
 from tvm_tinyseg.microtvm_projects import TEMPLATES_DIR
 from tvm_tinyseg.models import model_path
-from tvm_tinyseg.platforms import qemu
-from tvm_tinyseg.platforms.model_io import parse_stats
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
+from tvm_tinyseg.boards.model_io import parse_stats
 from tvm_tinyseg.reference import tflm_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

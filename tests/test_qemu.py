@@ -10,7 +10,8 @@ import pytest
 
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms import host, qemu
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
 
 pytestmark = pytest.mark.skipif(not qemu.available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 

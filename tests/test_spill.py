@@ -17,8 +17,8 @@ from tvm_tinyseg.passes.arena_planner import peak_live_bytes
 from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch
 from tvm_tinyseg.passes.lifetime import LifetimeTable, Tensor, analyze_lifetimes
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, Spill, choose_spills
-from tvm_tinyseg.platforms import host
-from tvm_tinyseg.platforms.model_io import io_spec
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards.model_io import io_spec
 
 TINYUNET = os.path.join(MODELS, "tinyunet_80x120.tflite")
 

@@ -1,4 +1,5 @@
-"""Build a generated model into bare-metal Cortex-M7 firmware and run it under QEMU (mps2-an500).
+"""The qemu_cortex_m board kind: bare-metal Cortex-M7 firmware for a compiled model, run under QEMU
+(mps2-an500).
 
 ``export_project`` writes the model's qemu_cortex_m project (template
 ``microtvm_projects/qemu_cortex_m``), ``build`` runs ``make`` in it, the one build recipe. Its
@@ -17,12 +18,14 @@ import time
 
 import numpy as np
 
+from tvm_tinyseg.boards.model_io import checked_input, parse_stats, run_failure
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
 from tvm_tinyseg.model_dir import (RUNTIME_DIR, copy_files, memory_report, runtime_headers, storage_backend,
                                    write_text)
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
 
+NAME = "qemu_cortex_m"
+MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
 MAKE = "make"
 CC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"
@@ -46,6 +49,7 @@ STORAGE_PORT = 7777  # `make run` of a uart project: the storage server's TCP po
 # RAM the firmware needs beside the arena: the stack, and its own .data/.bss (storage counters,
 # the command line buffer) plus the stack's alignment to its 256-byte MPU guard.
 FIRMWARE_STATE_BYTES = 1024
+FIRMWARE_RAM_BYTES = STACK_SIZE + FIRMWARE_STATE_BYTES
 DEFAULT_RAM_BYTES = 256 * 1024
 
 
@@ -54,16 +58,11 @@ def available() -> bool:
     return all(shutil.which(tool) for tool in (MAKE, CC, SIZE, QEMU, "cc"))
 
 
-def firmware_ram_reserve() -> int:
-    """RAM the firmware needs beside the model's arena: its stack and state."""
-    return STACK_SIZE + FIRMWARE_STATE_BYTES
-
-
 def default_ram_budget(report: dict) -> int:
     """The RAM region when none is given: the linker script's 256 KiB, or more (in whole KiB) when
     the arena, stack and firmware state need it. Room to spare: build options such as the storage
     integrity mode add RAM of their own."""
-    need = report["arena_bytes"] + firmware_ram_reserve()
+    need = report["arena_bytes"] + FIRMWARE_RAM_BYTES
     return max(DEFAULT_RAM_BYTES, -(-need // 1024) * 1024)
 
 
@@ -109,6 +108,14 @@ make RAM_BUDGET=160000    # another RAM region; too small fails with "region `RA
 """
 
 
+def _check_mcpu(model_dir: str) -> None:
+    """A model compiled with --mcpu for another core is not built for the Cortex-M7 board."""
+    mcpu = memory_report(model_dir).get("mcpu")
+    if mcpu not in (None, MCPU):
+        raise TinySegError(f"{model_dir} was compiled for --mcpu {mcpu}; the QEMU board ({MACHINE}) is a "
+                           f"{MCPU}: compile with --mcpu {MCPU} (or without --mcpu)")
+
+
 def _project_is_current(model_dir: str) -> bool:
     """Whether the directory holds a qemu_cortex_m project written after the model was compiled."""
     makefile, report = os.path.join(model_dir, "project.mk"), os.path.join(model_dir, "memory.json")
@@ -121,6 +128,7 @@ def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: i
     return the ELF's path. ``ram_budget`` (bytes) is the SRAM the linker may use for .data, .bss
     and the stack (default: the project's); a firmware that needs more raises TinySegError with the
     linker's "region `RAM' overflowed by N bytes"."""
+    _check_mcpu(model_dir)
     if stack_size < STACK_GUARD + 64:
         raise TinySegError(f"stack size {stack_size} B: at least {STACK_GUARD + 64} B "
                            f"(the MPU guard takes {STACK_GUARD})")
@@ -234,3 +242,10 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")
         out = spec["output"]
         return np.fromfile(os.path.join(tmp, "output.bin"), dtype=out["dtype"]).reshape(out["shape"])
+
+
+def stats_lines(stats: dict) -> list:
+    """What ``tinyseg run --platform qemu`` prints beside the output."""
+    return [f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
+            f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B",
+            f"instructions: {stats['instructions']}"]

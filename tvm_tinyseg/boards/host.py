@@ -1,17 +1,20 @@
-"""Build a generated model with the host C compiler and run it on numpy inputs."""
+"""The host board kind: a compiled model built with the host C compiler and run on numpy inputs."""
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 
 import numpy as np
 
+from tvm_tinyseg.boards.model_io import checked_inputs, module_name, parse_stats, run_failure
 from tvm_tinyseg.codegen.c_api import rename
 from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS, memory_report
-from tvm_tinyseg.platforms.model_io import checked_inputs, module_name, parse_stats, run_failure
 
+NAME = "host"
+FIRMWARE_RAM_BYTES = 0
 HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
 REMOTE_LINK = os.path.join(RUNTIME_DIR, "link_socket.c")  # the uart backend's link on the host: TCP
 STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
@@ -43,6 +46,16 @@ def build(model_dir: str, cc: str = "cc", extra_cflags=(), sanitize: bool = Fals
         first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
         raise TinySegError(f"{model_dir}: host build failed: {first}")
     return exe
+
+
+def available() -> bool:
+    """Whether a host C compiler is installed."""
+    return shutil.which("cc") is not None
+
+
+def stats_lines(stats: dict) -> list:  # noqa: ARG001 (the board interface)
+    """Nothing beyond what every board reports (the output, the storage traffic)."""
+    return []
 
 
 def run(model_dir: str, x, exe: str = None, stats: dict = None, storage_server=None, valgrind: bool = False):

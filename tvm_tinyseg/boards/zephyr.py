@@ -1,60 +1,29 @@
-"""Ready board projects for a compiled model (``tinyseg compile MODEL -o DIR --project KIND``).
-
-The project is written into the model's directory, beside the generated sources: the template's
-files, the storage backend the board needs (model_dir.STORAGE_BACKENDS) and a build file.
-Everything is copied, so the directory builds without this package. One exporter per project
-kind: Zephyr's here, the others in the board's module (platforms/qemu.py, projects_arduino.py).
+"""The Zephyr board kind: a Zephyr application for a compiled model (``tinyseg compile MODEL -o DIR
+--project zephyr``; template ``microtvm_projects/zephyr``), built with ``west build -b BOARD DIR``.
+Not built or run by the package (a Zephyr tree is not installed here; see the template's README).
 """
 import os
 
-from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
-from tvm_tinyseg.model_dir import (RUNTIME_DIR, copy_files, memory_report, runtime_headers, storage_backend,
-                                   write_text)
-from tvm_tinyseg.platforms import qemu
-from tvm_tinyseg.projects_arduino import export_arduino
+from tvm_tinyseg.model_dir import RUNTIME_DIR, copy_files, memory_report, runtime_headers, storage_backend, write_text
 
+NAME = "zephyr"
+FIRMWARE_RAM_BYTES = 0  # the kernel's linker script places the stacks; the board's RAM is known to it
 
-def firmware_ram_reserve(kind: str) -> int:
-    """RAM a project's firmware needs beside the model's arena (0 where the board's RTOS owns it)."""
-    return qemu.firmware_ram_reserve() if kind == "qemu_cortex_m" else 0
-
-
-def arena_budget(kind: str, ram_budget):
-    """The arena budget that leaves room for the firmware within a board's ``ram_budget`` (bytes;
-    None or <= 0, e.g. 'min', pass through unchanged)."""
-    if ram_budget is None or ram_budget <= 0:
-        return ram_budget
-    arena = ram_budget - firmware_ram_reserve(kind)
-    if arena <= 0:
-        raise TinySegError(f"RAM budget {ram_budget} B leaves nothing for the arena: the {kind} firmware "
-                           f"needs {firmware_ram_reserve(kind)} B for its stack and state")
-    return arena
-
-
-def exporter(kind: str):
-    """The function writing a project of ``kind`` into a compiled model directory:
-    ``exporter(kind)(model_dir, ram_budget)``."""
-    exporters = {"qemu_cortex_m": qemu.export_project, "zephyr": export_zephyr, "arduino": export_arduino}
-    if kind not in exporters:
-        raise TinySegError(f"project {kind!r} is not available yet (available: {', '.join(exporters)})")
-    return exporters[kind]
-
-
-ZEPHYR_MODEL_FILES = ("tinyseg_model.c", "tinyseg_model.h")
-ZEPHYR_FLASH_CONFIG = """
+MODEL_FILES = ("tinyseg_model.c", "tinyseg_model.h")
+FLASH_CONFIG = """
 # Spilled tensors in a flash partition (src/storage_flash_map.c)
 CONFIG_FLASH=y
 CONFIG_FLASH_MAP=y
 """
-ZEPHYR_UART_CONFIG = """
+UART_CONFIG = """
 # Spilled tensors on the host's storage server, over a UART (src/link_uart.c)
 CONFIG_SERIAL=y
 """
-ZEPHYR_CONFIG = {"storage_flash_map.c": ZEPHYR_FLASH_CONFIG, "storage_remote.c": ZEPHYR_UART_CONFIG}  # prj.conf lines
+PRJ_CONF_LINES = {"storage_flash_map.c": FLASH_CONFIG, "storage_remote.c": UART_CONFIG}
 
 
-def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
+def export_project(model_dir: str, ram_budget: int = None) -> None:
     """A Zephyr application (``west build -b BOARD DIR``): CMakeLists.txt, prj.conf and src/ with
     the model, main.c and the storage backend — spilled tensors go to a flash partition
     (``file`` storage), to the host's storage server over a UART (``uart``) or stay in a
@@ -67,15 +36,15 @@ def export_zephyr(model_dir: str, ram_budget: int = None) -> None:
     src = os.path.join(model_dir, "src")
     copy_files(template, ["CMakeLists.txt"], model_dir)
     copy_files(os.path.join(template, "src"), ["main.c", *backend.template], src)
-    copy_files(model_dir, ZEPHYR_MODEL_FILES, src)
+    copy_files(model_dir, MODEL_FILES, src)
     copy_files(RUNTIME_DIR, [*backend.sources, *runtime_headers()], src)
     main_file = (backend.sources + backend.template)[0]
     with open(os.path.join(template, "prj.conf")) as f:
-        write_text(os.path.join(model_dir, "prj.conf"), f.read() + ZEPHYR_CONFIG.get(main_file, ""))
-    write_text(os.path.join(model_dir, "README.md"), _zephyr_readme(report, main_file))
+        write_text(os.path.join(model_dir, "prj.conf"), f.read() + PRJ_CONF_LINES.get(main_file, ""))
+    write_text(os.path.join(model_dir, "README.md"), _readme(report, main_file))
 
 
-def _zephyr_readme(report: dict, backend: str) -> str:
+def _readme(report: dict, backend: str) -> str:
     storage = {
         "storage_flash_map.c": "a fixed flash partition (devicetree node label `storage_partition`, or "
                                "`-DTINYSEG_FLASH_PARTITION=LABEL`) of at least "
