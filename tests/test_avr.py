@@ -104,6 +104,19 @@ def test_sketch_builds_with_arduino_builder_within_8k_sram(spilling):
 
 
 @needs_arduino
+@pytest.mark.slow
+def test_sketch_under_a_module_name_builds_and_runs_bit_exact(model, tmp_path):
+    """--module-name seg: the sketch calls seg_run, the library holds seg_model.c, and it runs."""
+    compile_model(model, tmp_path, ram_budget=-1, storage="uart", module_name="seg")
+    arduino.export_project(str(tmp_path))
+    assert "seg_run(" in open(arduino.sketch_path(str(tmp_path))).read()
+    src = set(os.listdir(os.path.join(arduino.library_dir(str(tmp_path)), "src")))
+    assert {"seg_model.c", "seg_model.h", "seg_link.h"} <= src and not any(n.startswith("tinyseg_model") for n in src)
+    x = tiny_input(1)
+    assert np.array_equal(arduino.run(str(tmp_path), x, arduino.build(str(tmp_path))), tflm_reference(model, x))
+
+
+@needs_arduino
 def test_without_tinyseg_the_sketch_does_not_fit_the_sram(model, tmp_path):
     report = compile_model(model, tmp_path, tinyseg=False).memory_report
     assert report["arena_bytes"] > arduino.SRAM_BYTES

@@ -3,6 +3,8 @@
 Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error.
 """
 import argparse
+import functools
+import logging
 import os
 import re
 import sys
@@ -11,12 +13,26 @@ from tvm_tinyseg import boards, targets
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.pass_config import OPTIONS, STORAGE_KINDS
+from tvm_tinyseg.progress import PROGRESS, StderrHandler
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2
 
 
+_log = logging.getLogger("tvm_tinyseg")
+VERBOSITY_LEVELS = {-1: logging.ERROR, 0: PROGRESS, 1: logging.INFO}  # -q, default, -v
+
+
 def _progress(message: str) -> None:
-    print(f"[tinyseg] {message}", file=sys.stderr, flush=True)
+    _log.log(PROGRESS, message)
+
+
+def configure_logging(verbosity: int) -> None:
+    """``[tinyseg] ...`` lines on stderr: -q errors only; default the progress notes and warnings;
+    -v also one line per long step with its time."""
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("[tinyseg] %(message)s"))
+    _log.handlers[:] = [handler]  # main() may run again in one process: replace, never add
+    _log.setLevel(VERBOSITY_LEVELS[verbosity])
 
 
 _SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
@@ -111,9 +127,6 @@ def cmd_compile(args) -> int:
     config = pass_config(args)
     if config:
         register_options()
-    if args.project and args.module_name != DEFAULT_MODULE_NAME:
-        raise TinySegError(f"--project {args.project} builds one model named {DEFAULT_MODULE_NAME}; "
-                           f"--module-name {args.module_name} is for the plain C output (its NAME.mk/NAME.cmake)")
     if args.project:
         boards.check_project_mcpu(args.project, args.mcpu)
     board_budget = args.ram_budget if args.ram_budget is not None else config.get("tinyseg.ram_budget")
@@ -134,8 +147,9 @@ def cmd_compile(args) -> int:
     if report["spilled"]:
         spilled = (f", {len(report['spilled'])} tensors spilled to {report['storage']} storage "
                    f"({report['storage_bytes']} B, {report['moved_bytes']} B moved per inference)")
-    print(f"wrote {args.output}: arena {report['arena_bytes']} B, weights {report['weight_bytes']} B, "
-          f"{report['kernels']} kernels{spilled}" + (f"; {args.project} project" if args.project else ""))
+    if args.verbosity >= 0:
+        print(f"wrote {args.output}: arena {report['arena_bytes']} B, weights {report['weight_bytes']} B, "
+              f"{report['kernels']} kernels{spilled}" + (f"; {args.project} project" if args.project else ""))
     return EXIT_OK
 
 
@@ -170,10 +184,8 @@ def cmd_run(args) -> int:
     if args.output and len(args.output) != len(outputs):
         raise TinySegError(f"{len(args.output)} --output given; the model has {len(outputs)} outputs: "
                            "give one --output per output, in order")
-    name = spec.get("module_name", DEFAULT_MODULE_NAME)
-    if args.platform != "host" and (len(inputs) > 1 or len(outputs) > 1 or name != DEFAULT_MODULE_NAME):
-        raise TinySegError(f"--platform {args.platform} runs single-input, single-output models compiled without "
-                           "--module-name; use --platform host")
+    if args.platform != "host" and (len(inputs) > 1 or len(outputs) > 1):
+        raise TinySegError(f"--platform {args.platform} runs single-input, single-output models; use --platform host")
     xs = []
     for i, want in enumerate(inputs):
         if not args.input:
@@ -253,10 +265,23 @@ def _add_input_shape(p) -> None:
                         "a dynamic batch alone is fixed to 1)")
 
 
+def _add_verbosity(parser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also log each long step (import, lowering, spill search, placement, C emission, "
+                            "board build) with its time")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="print errors only (no progress notes, warnings or compile summary)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyseg", description=(
         "Compile quantized segmentation models to plain C for microcontrollers (TVM + TinySeg)."))
+    _add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
+    verbosity = _Parser(add_help=False)  # -q/-v also after the command; unset there, the global one holds
+    _add_verbosity(verbosity, argparse.SUPPRESS)
+    sub.add_parser = functools.partial(sub.add_parser, parents=[verbosity])
 
     p = sub.add_parser("compile", help="compile a .tflite/.onnx model to C sources, header and memory.json")
     p.add_argument("model", help="the model file (.tflite or .onnx)")
@@ -329,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbosity)
     try:
         return args.func(args)
     except TinySegError as err:

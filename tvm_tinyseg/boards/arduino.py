@@ -17,6 +17,7 @@ The simavr side is a small host program (simavr_runner.c, built here against lib
 loads the ELF, sends the input over UART1 and reads the reply, and bridges UART0 — the sketch's
 storage link — to a storage server on the loopback (tvm_tinyseg.storage_server), frame by frame.
 """
+import logging
 import os
 import re
 import shutil
@@ -26,10 +27,13 @@ import time
 
 import numpy as np
 
-from tvm_tinyseg.boards.model_io import checked_input, parse_stats
+from tvm_tinyseg.boards.model_io import checked_input, module_name, parse_stats
+from tvm_tinyseg.codegen.c_api import rename
+from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
-from tvm_tinyseg.model_dir import IN_MEMORY, REMOTE, RUNTIME_DIR, copy_files, memory_report, storage_backend
+from tvm_tinyseg.model_dir import IN_MEMORY, REMOTE, copy_files, copy_template, memory_report, storage_backend
+from tvm_tinyseg.progress import timed
 
 ARDUINO_HARDWARE = "/usr/share/arduino/hardware"
 # Debian keeps the builder's own platform.txt (the ctags recipe) outside the AVR core: it is
@@ -42,6 +46,7 @@ SRAM_BYTES = 8192
 SRAM_END = 0x800200 + SRAM_BYTES  # avr-gcc's data addresses: 0x800000 + the SRAM's (from 0x200)
 BUILD_DIR = "build_avr"
 NAME = "arduino"
+_log = logging.getLogger(__name__)
 FIRMWARE_RAM_BYTES = 0  # the build reports what the sketch leaves of the SRAM
 
 RUNNER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simavr_runner.c")
@@ -73,13 +78,14 @@ def export_project(model_dir: str, ram_budget: int = None) -> None:
     backend = storage_backend("arduino", report, model_dir)
     library = library_dir(model_dir)
     src = os.path.join(library, "src")
+    name = module_name(model_dir)
     copy_files(os.path.join(TEMPLATE_DIR, LIBRARY), ["library.properties"], library)
-    copy_files(os.path.join(TEMPLATE_DIR, LIBRARY, "src"), LIBRARY_TEMPLATE_FILES, src)
-    copy_files(model_dir, MODEL_FILES, src)
-    copy_files(RUNTIME_DIR, backend.sources + backend.headers, src)
+    copy_template(os.path.join(TEMPLATE_DIR, LIBRARY, "src"), LIBRARY_TEMPLATE_FILES, src, name)
+    copy_files(model_dir, [rename(f, name) for f in MODEL_FILES], src)
+    copy_runtime(backend.sources + backend.headers, src, name)
     if backend is IN_MEMORY:  # no link: nothing is spilled
         os.remove(os.path.join(src, "tinyseg_link_serial.cpp"))
-    copy_files(os.path.join(TEMPLATE_DIR, SKETCH), [SKETCH + ".ino"], os.path.join(model_dir, SKETCH))
+    copy_template(os.path.join(TEMPLATE_DIR, SKETCH), [SKETCH + ".ino"], os.path.join(model_dir, SKETCH), name)
     with open(os.path.join(model_dir, "README.md"), "w") as f:
         f.write(_readme(report, backend))
 
@@ -136,7 +142,8 @@ def build(model_dir: str) -> str:
     cmd = ["arduino-builder", "-compile", "-hardware", ARDUINO_HARDWARE, "-hardware", BUILDER_DIR,
            "-tools", BUILDER_DIR, "-libraries", os.path.join(model_dir, "libraries"), "-fqbn", FQBN,
            *BUILDER_PREFS, "-build-path", build_dir, sketch_path(model_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with timed(_log, "arduino sketch build (arduino-builder)"):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise TinySegError(f"{model_dir}: {_build_error(proc.stdout + proc.stderr, proc.returncode)}")
     return elf_path(model_dir)

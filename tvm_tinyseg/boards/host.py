@@ -1,5 +1,6 @@
 """The host board kind: a compiled model built with the host C compiler and run on numpy inputs."""
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -12,8 +13,10 @@ from tvm_tinyseg.codegen.c_api import rename
 from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS, memory_report
+from tvm_tinyseg.progress import timed
 
 NAME = "host"
+_log = logging.getLogger(__name__)
 FIRMWARE_RAM_BYTES = 0
 HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
 REMOTE_LINK = os.path.join(RUNTIME_DIR, "link_socket.c")  # the uart backend's link on the host: TCP
@@ -41,7 +44,8 @@ def build(model_dir: str, cc: str = "cc", extra_cflags=(), sanitize: bool = Fals
                                tmp, name)
         sources = model_sources + [os.path.join(tmp, h) for h in harness]
         cmd = [cc, *STRICT_CFLAGS, *sanitizer_flags, *extra_cflags, "-I", model_dir, *sources, "-o", exe, "-lm"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with timed(_log, f"host build of {os.path.basename(exe)}"):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
         raise TinySegError(f"{model_dir}: host build failed: {first}")

@@ -9,6 +9,7 @@ memory-mapped storage pool goes to the board's PSRAM (not counted). Files (input
 storage pool) go through semihosting to QEMU's working directory.
 """
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -18,13 +19,16 @@ import time
 
 import numpy as np
 
-from tvm_tinyseg.boards.model_io import checked_input, parse_stats, run_failure
+from tvm_tinyseg.boards.model_io import checked_input, module_name, parse_stats, run_failure
+from tvm_tinyseg.codegen.c_api import rename
+from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
-from tvm_tinyseg.model_dir import (RUNTIME_DIR, copy_files, memory_report, runtime_headers, storage_backend,
-                                   write_text)
+from tvm_tinyseg.model_dir import copy_files, copy_template, memory_report, runtime_headers, storage_backend, write_text
+from tvm_tinyseg.progress import timed
 
 NAME = "qemu_cortex_m"
+_log = logging.getLogger(__name__)
 MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
 MAKE = "make"
 CC = "arm-none-eabi-gcc"
@@ -43,8 +47,8 @@ RAM_ORIGIN, RAM_WINDOW = 0x20000000, 4 << 20
 PSRAM_ORIGIN, PSRAM_WINDOW = 0x60000000, 16 << 20
 FLASH_ORIGIN, FLASH_WINDOW = 0x0, 4 << 20
 
-TEMPLATE_FILES = ("Makefile", "mps2_an500.ld", "startup.c", "semihost.c", "semihost.h", "main.c",
-                  "tinyseg_insncount.c")
+BUILD_FILES = ("Makefile", "tinyseg_insncount.c")  # the build recipe and the host-side plugin, copied as they are
+FIRMWARE_FILES = ("mps2_an500.ld", "startup.c", "semihost.c", "semihost.h", "main.c")  # under the module's name
 STORAGE_PORT = 7777  # `make run` of a uart project: the storage server's TCP port on loopback
 # RAM the firmware needs beside the arena: the stack, and its own .data/.bss (storage counters,
 # the command line buffer) plus the stack's alignment to its 256-byte MPU guard.
@@ -73,12 +77,15 @@ def export_project(model_dir: str, ram_budget: int = None) -> None:
     storage = report["storage"]
     backend = storage_backend("qemu_cortex_m", report, model_dir)
     budget = ram_budget if ram_budget is not None and ram_budget > 0 else default_ram_budget(report)
-    copy_files(template_dir("qemu_cortex_m"), TEMPLATE_FILES + backend.template, model_dir)
-    copy_files(RUNTIME_DIR, [*backend.sources, *runtime_headers()], model_dir)
+    name = module_name(model_dir)
+    copy_files(template_dir("qemu_cortex_m"), BUILD_FILES, model_dir)
+    copy_template(template_dir("qemu_cortex_m"), FIRMWARE_FILES + backend.template, model_dir, name)
+    copy_runtime([*backend.sources, *runtime_headers()], model_dir, name)
     serial = f"SERIAL ?= tcp:127.0.0.1:{STORAGE_PORT},nodelay=on\n" if storage == "uart" else ""
+    sources = [rename("tinyseg_model.c", name), *backend.sources, *backend.template]
     write_text(os.path.join(model_dir, "project.mk"),
                f"# Written by tinyseg for {report['model']} ({storage} storage).\n"
-               f"MODEL_SOURCES = tinyseg_model.c {' '.join(backend.sources + backend.template)}\n"
+               f"MODEL_SOURCES = {' '.join(sources)}\n"
                f"RAM_BUDGET ?= {budget}\n{serial}")
     write_text(os.path.join(model_dir, "README.md"), _readme(report, budget))
 
@@ -138,7 +145,8 @@ def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: i
     budget = ram_budget is not None and int(ram_budget) > 0
     if budget:
         cmd.append(f"RAM_BUDGET={int(ram_budget)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with timed(_log, "qemu_cortex_m firmware build (make)"):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         overflow = [ln for ln in lines if "overflowed by" in ln]
