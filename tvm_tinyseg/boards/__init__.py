@@ -8,6 +8,7 @@ A board module declares ``NAME`` and, where the board has them::
     available() -> bool                            whether the board's tools are installed
     stats_lines(stats) -> list                     what ``tinyseg run`` prints about a run
     FIRMWARE_RAM_BYTES                             RAM its firmware needs beside the arena
+    MCPU                                           the only CPU it runs (``--mcpu``), if any
 
 This registry names them without importing them: the CLI builds its parser from it, and a board's
 module is imported only when it is used.
@@ -26,14 +27,12 @@ class BoardKind:
     project: bool = True  # has export_project
     platform: str = None  # 'tinyseg run --platform NAME' (None: not built and run by the package)
     ram_budget: bool = False  # its build takes a RAM budget (the linker's RAM region)
-    mcpu: str = None  # the only CPU it runs (None: any)
 
 
 BOARDS = (
     BoardKind("host", "tvm_tinyseg.boards.host", "the host C compiler", project=False, platform="host"),
     BoardKind("qemu_cortex_m", "tvm_tinyseg.boards.qemu_cortex_m",
-              "bare-metal Cortex-M7 firmware (make), run under QEMU mps2-an500", platform="qemu", ram_budget=True,
-              mcpu="cortex-m7"),
+              "bare-metal Cortex-M7 firmware (make), run under QEMU mps2-an500", platform="qemu", ram_budget=True),
     BoardKind("zephyr", "tvm_tinyseg.boards.zephyr", "a Zephyr application (west build -b BOARD)"),
     BoardKind("arduino", "tvm_tinyseg.boards.arduino",
               "an ATmega2560 sketch and library (arduino-builder), run in simavr", platform="avr"),
@@ -91,6 +90,6 @@ def arena_budget(name: str, ram_budget):
 
 def check_project_mcpu(name: str, mcpu: str) -> None:
     """A TinySegError when ``--mcpu`` names another CPU than board ``name``'s."""
-    want = kind(name).mcpu
+    want = getattr(board(name), "MCPU", None)
     if None not in (mcpu, want) and mcpu != want:
         raise TinySegError(f"--project {name} is a {want} board; --mcpu {mcpu} does not match it")
