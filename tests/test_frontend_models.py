@@ -9,7 +9,7 @@ from conftest import MODELS, SEEDS, seeded_input
 from float_net import litert_reference
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 FRONTEND_MODELS = os.path.join(MODELS, "frontend")
 BUDGETS = [pytest.param({"tinyseg": False}, id="plain"),

@@ -10,7 +10,7 @@ from float_net import FloatNet, litert_reference
 from int8_net import ODD, Net
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 
 def _tile(net, x, multiples, make):

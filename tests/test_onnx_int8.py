@@ -23,7 +23,7 @@ from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.passes.int8 import onnx_qlinear
 from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR, LowerQDQToInteger
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 RESIDUAL_LSB = {op: 0 for op in ("QuantizeLinear", "Conv", "ConvTranspose", "Add", "Concat", "MaxPool", "Resize",
                                  "Sigmoid", "DequantizeLinear")}

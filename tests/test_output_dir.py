@@ -12,7 +12,7 @@ from conftest import MODELS
 
 from tvm_tinyseg import cli, output_dir
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms import host, qemu
+from tvm_tinyseg.boards import host, qemu_cortex_m as qemu
 
 SMALL = f"{MODELS}/tinyunet_32x32_c1.tflite"
 

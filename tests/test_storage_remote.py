@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import MODELS, run_tinyseg, seeded_input, tflm_reference
 
-from tvm_tinyseg.platforms import host, qemu
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
 from tvm_tinyseg.storage_server import (BAD_CRC, MALFORMED, MAX_PAYLOAD, NO_SESSION, OK, OUT_OF_RANGE, StorageServer,
                                         crc16, request_frame, response_frame)
 

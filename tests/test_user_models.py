@@ -16,7 +16,7 @@ import pytest
 from conftest import SEEDS, seeded_input, tflm_reference
 from tvm_tinyseg.frontend.tflite_converter import builtin_code
 from tvm_tinyseg.models import MODELS_DIR
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 USER_MODELS = os.path.join(MODELS_DIR, "user")
 TFLM_OPS_FILE = os.path.join(os.path.dirname(MODELS_DIR), "docs", "tflm_builtin_ops.txt")

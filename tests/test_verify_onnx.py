@@ -15,7 +15,7 @@ from conftest import MODELS, seeded_input
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import ModelFileError
 from tvm_tinyseg.frontend import load_model
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 C = 3
 SHAPE = [1, C, 4, 4]

@@ -18,7 +18,7 @@ from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.frontend import load_model
 from tvm_tinyseg.frontend.tflite_converter import ConverterMismatch
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 BASE = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
 INPUT = (1, 32, 32, 1)

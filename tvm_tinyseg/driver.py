@@ -4,6 +4,7 @@ Each stage hands the next a plain object (ImportedModel, IRModule, MemoryPlan, C
 tests and benchmarks can stop at any of them; the memory plan is tvm_tinyseg/memory_planning.py's.
 """
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -29,9 +30,11 @@ from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
 from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
+from tvm_tinyseg.progress import timed
 from tvm_tinyseg.targets import check_mcpu
 
 C_TARGET = "c"
+_log = logging.getLogger(__name__)
 
 
 def kernel_passes(options: TinySegOptions):
@@ -61,7 +64,9 @@ def lower_to_kernels(mod: tvm.IRModule, options: TinySegOptions = None) -> Memor
     scheduled to need no workspace."""
     options = options or TinySegOptions()
     with tvm.target.Target(C_TARGET):
-        return plan_memory(tvm.transform.Sequential(kernel_passes(options))(mod), options)
+        with timed(_log, "lowering to kernels"):
+            lowered = tvm.transform.Sequential(kernel_passes(options))(mod)
+        return plan_memory(lowered, options)
 
 
 def spill_report(table: LifetimeTable) -> list:
@@ -181,21 +186,24 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
                               planner=planner)
-    model = load_model(path, input_shapes)
+    with timed(_log, f"import {os.path.basename(str(path))}"):
+        model = load_model(path, input_shapes)
     try:
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
     _check_finite_constants(path, memory.table)
-    kernels = build_c_kernels(memory.mod)
-    table, plan, storage_plan = memory.table, memory.arena, memory.storage
-    result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
-    io = result.io_spec
-    files = {
-        "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets, __version__),
-        "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io, storage_plan.offsets,
-                                                    mapped_storage=options.storage == "mmap"),
-    }
+    with timed(_log, "C emission"):
+        kernels = build_c_kernels(memory.mod)
+        table, plan, storage_plan = memory.table, memory.arena, memory.storage
+        result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
+        io = result.io_spec
+        files = {
+            "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets,
+                                                        __version__),
+            "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io,
+                                                        storage_plan.offsets, mapped_storage=options.storage == "mmap"),
+        }
     result.files = {rename(name, module_name): rename(text, module_name) for name, text in files.items()}
     if check_c:
         check_generated_c(result)

@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from tvm_tinyseg.codegen.c_api import rename
 from tvm_tinyseg.errors import TinySegError
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "codegen", "runtime")
@@ -92,6 +93,15 @@ def copy_files(src_dir: str, names, dst_dir: str) -> None:
     os.makedirs(dst_dir, exist_ok=True)
     for name in names:
         shutil.copy(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+
+
+def copy_template(src_dir: str, names, dst_dir: str, module_name: str) -> None:
+    """Copy a board template's files with the module's prefix in their text (their names are the
+    project's own and stay): the board's code calls NAME_run and includes NAME_model.h."""
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in names:
+        with open(os.path.join(src_dir, name)) as f:
+            write_text(os.path.join(dst_dir, name), rename(f.read(), module_name))
 
 
 def write_text(path: str, text: str) -> None:

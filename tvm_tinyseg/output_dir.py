@@ -24,8 +24,8 @@ from tvm_tinyseg.errors import TinySegError
 MANIFEST = ".tinyseg_manifest.json"
 
 # What building or running a compiled model writes into its directory besides copies of the
-# shipped templates (platforms/host.py, platforms/qemu.py and the qemu_cortex_m Makefile,
-# platforms/avr.py and projects_arduino.py): regenerable, and stale once another model is compiled
+# shipped templates (boards/host.py, boards/qemu_cortex_m.py and the qemu_cortex_m Makefile,
+# boards/arduino.py): regenerable, and stale once another model is compiled
 # there. Directories: everything under them.
 BUILD_PRODUCTS = frozenset({"tinyseg_host", "tinyseg_host_sanitized", "tinyseg_qemu.elf", "tinyseg_qemu.elf.map",
                             "libtinyseg_insncount.so", "build.flags", "instructions.txt", "output.bin",

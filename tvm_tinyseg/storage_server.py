@@ -30,7 +30,6 @@ Run it alone with ``python -m tvm_tinyseg.storage_server [--port N]`` (``--help`
 import argparse
 import binascii
 import contextlib
-import dataclasses
 import os
 import socket
 import struct
@@ -56,8 +55,6 @@ DEFAULT_IDLE_TIMEOUT = 30.0  # between frames, e.g. while the board computes the
 MAX_TIMEOUT = 86400  # seconds
 QUIET_SECONDS = 0.05  # the line is drained after a bad frame until it has been silent this long
 MAX_DRAIN_SECONDS = 2.0
-LINE_NOISE = bytes([0x00, 0xFF, 0xA5, 0x13, 0x7E])
-FALSE_FRAME_START = bytes([SYNC_RESPONSE, OK, 0x34, 0x12])  # "ok, 0x1234 bytes follow"
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -76,19 +73,9 @@ def response_frame(status: int, payload: bytes = b"") -> bytes:
     return bytes([SYNC_RESPONSE]) + body + struct.pack("<H", crc16(body))
 
 
-@dataclasses.dataclass
-class Faults:
-    """Misbehaviour for fault-injection tests; counts are frames, across all clients."""
-    corrupt_reads: int = 0  # flip a bit in the payload of this many read responses (after the CRC)
-    claim_bad_crc: int = 0  # answer this many requests with "bad crc" without serving them
-    noisy_responses: int = 0  # precede this many responses with line noise (bytes other than the sync byte)
-    misframed_responses: int = 0  # precede this many responses with a false sync byte and a bogus header
-    hang_up_after: int = None  # close every connection once this many frames were served
-    go_silent_after: int = None  # stop answering (connection left open) after this many frames
-
-
-class _ClientGone(Exception):
-    """The client closed the connection, timed out or broke the frame deadline."""
+class ClientGone(Exception):
+    """The client closed the connection, timed out or broke the frame deadline (raised inside a
+    connection's thread, it ends that connection)."""
 
 
 class _Connection:
@@ -102,14 +89,14 @@ class _Connection:
     def _recv_into_buffer(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _ClientGone("frame deadline")
+            raise ClientGone("frame deadline")
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(4096)
         except (socket.timeout, OSError) as err:
-            raise _ClientGone(str(err)) from None
+            raise ClientGone(str(err)) from None
         if not chunk:
-            raise _ClientGone("closed")
+            raise ClientGone("closed")
         self.buffer += chunk
 
     def _take(self, n: int, deadline: float) -> bytes:
@@ -125,10 +112,10 @@ class _Connection:
         while True:
             at = self.buffer.find(SYNC_REQUEST)
             if at >= 0:
-                self.server._count("garbage_bytes", at)
+                self.server.count("garbage_bytes", at)
                 del self.buffer[:at + 1]
                 return
-            self.server._count("garbage_bytes", len(self.buffer))
+            self.server.count("garbage_bytes", len(self.buffer))
             self.buffer.clear()
             self._recv_into_buffer(deadline)
 
@@ -143,16 +130,16 @@ class _Connection:
             except socket.timeout:
                 return
             except OSError as err:
-                raise _ClientGone(str(err)) from None
+                raise ClientGone(str(err)) from None
             if not chunk:
-                raise _ClientGone("closed")
+                raise ClientGone("closed")
 
     def _send(self, frame: bytes) -> None:
         self.sock.settimeout(self.server.frame_timeout)
         try:
             self.sock.sendall(frame)
         except OSError as err:
-            raise _ClientGone(str(err)) from None
+            raise ClientGone(str(err)) from None
 
     def serve(self) -> None:
         while not self.server._stopping.is_set():
@@ -161,47 +148,32 @@ class _Connection:
             head = self._take(HEADER.size, deadline)
             op, offset, length = HEADER.unpack(head)
             if op not in (OP_OPEN, OP_WRITE, OP_READ) or length > MAX_PAYLOAD:
-                self.server._count("malformed", 1)
+                self.server.count("malformed", 1)
                 self._drain()
                 self._send(response_frame(MALFORMED))
                 continue
             payload = self._take(0 if op == OP_READ else length, deadline)
             (crc,) = struct.unpack("<H", self._take(2, deadline))
             if crc != crc16(head + payload):
-                self.server._count("bad_crc", 1)
+                self.server.count("bad_crc", 1)
                 self._drain()
                 self._send(response_frame(BAD_CRC))
                 continue
             self._answer(op, offset, length, payload)
 
     def _answer(self, op: int, offset: int, length: int, payload: bytes) -> None:
-        faults = self.server.faults
-        frame_number = self.server._count("frames", 1)
-        if faults.hang_up_after is not None and frame_number > faults.hang_up_after:
-            raise _ClientGone("hang-up fault")
-        if faults.go_silent_after is not None and frame_number > faults.go_silent_after:
-            return
-        if self.server._take_fault("claim_bad_crc"):
-            self._send(response_frame(BAD_CRC))
-            return
-        status, data = self._execute(op, offset, length, payload)
-        frame = response_frame(status, data)
-        if data and self.server._take_fault("corrupt_reads"):
-            frame = frame[:4] + bytes([frame[4] ^ 0x01]) + frame[5:]
-        if self.server._take_fault("noisy_responses"):
-            frame = LINE_NOISE + frame
-        if self.server._take_fault("misframed_responses"):
-            frame = FALSE_FRAME_START + frame
-        self._send(frame)
+        frame = self.server.respond(self, op, offset, length, payload)
+        if frame is not None:
+            self._send(frame)
 
-    def _execute(self, op: int, offset: int, length: int, payload: bytes):
+    def execute(self, op: int, offset: int, length: int, payload: bytes):
         """The status and payload answering a well-formed request."""
         if op == OP_OPEN:
             if offset != 0 or length != 4:
                 return MALFORMED, b""
             (size,) = struct.unpack("<I", payload)
             if size > self.server.pool_limit:
-                self.server._count("refused_pools", 1)
+                self.server.count("refused_pools", 1)
                 return OUT_OF_RANGE, b""
             self.pool = None  # a reopened session starts afresh; free the old pool before allocating
             self.pool = bytearray(size)
@@ -212,9 +184,9 @@ class _Connection:
             return OUT_OF_RANGE, b""
         if op == OP_WRITE:
             self.pool[offset:offset + length] = payload
-            self.server._count("bytes_written", length)
+            self.server.count("bytes_written", length)
             return OK, b""
-        self.server._count("bytes_read", length)
+        self.server.count("bytes_read", length)
         return OK, bytes(self.pool[offset:offset + length])
 
 
@@ -272,13 +244,12 @@ class StorageServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, pool_limit: int = DEFAULT_POOL_LIMIT,
                  max_clients: int = DEFAULT_MAX_CLIENTS, frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, faults: Faults = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  max_clients_per_peer: int = DEFAULT_MAX_CLIENTS_PER_PEER):
         check_settings(port, pool_limit, max_clients, max_clients_per_peer, frame_timeout, idle_timeout)
         self.host, self.pool_limit, self.max_clients = host, pool_limit, max_clients
         self.max_clients_per_peer = max_clients_per_peer
         self.frame_timeout, self.idle_timeout = frame_timeout, idle_timeout
-        self.faults = faults or Faults()
         self.stats = dict.fromkeys(("connections", "rejected_connections", "rejected_per_peer", "frames",
                                     "bytes_written", "bytes_read", "bad_crc", "malformed", "garbage_bytes",
                                     "refused_pools"), 0)
@@ -328,17 +299,17 @@ class StorageServer:
         with self._lock:
             return len(self._clients)
 
-    def _count(self, key: str, n: int) -> int:
+    def count(self, key: str, n: int) -> int:
+        """Adds ``n`` to ``stats[key]``; returns the new value."""
         with self._lock:
             self.stats[key] += n
             return self.stats[key]
 
-    def _take_fault(self, name: str) -> bool:
-        with self._lock:
-            left = getattr(self.faults, name)
-            if left > 0:
-                setattr(self.faults, name, left - 1)
-            return left > 0
+    def respond(self, connection, op: int, offset: int, length: int, payload: bytes):
+        """The response frame to a well-formed request on ``connection`` (None: leave it unanswered;
+        raise ClientGone to hang up). Fault-injecting test servers override it."""
+        self.count("frames", 1)
+        return response_frame(*connection.execute(op, offset, length, payload))
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
@@ -358,7 +329,7 @@ class StorageServer:
                 peer_full = peer is not None and \
                     sum(p == peer for p in self._peers.values()) >= self.max_clients_per_peer
             if full or peer_full:
-                self._count("rejected_connections" if full else "rejected_per_peer", 1)
+                self.count("rejected_connections" if full else "rejected_per_peer", 1)
                 sock.close()
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -372,7 +343,7 @@ class StorageServer:
     def _serve(self, sock: socket.socket) -> None:
         try:
             _Connection(self, sock).serve()
-        except _ClientGone:
+        except ClientGone:
             pass
         finally:
             sock.close()

@@ -269,6 +269,9 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         calls.append(_step_call(table, step, pointer, offsets, storage_offsets, kernels))
         if reads_storage and not mapped_storage and _reads_storage(table, step):
             calls.append("  TINYSEG_TRY(tinyseg_stream_status);")
+        if reads_storage and mapped_storage and _reads_storage(table, step):  # counted like the backend's reads
+            read = sum(table.tensors[a].nbytes for a in step.args if isinstance(a, str) and table.tensors[a].in_storage)
+            calls.append(f"  tinyseg_storage_bytes_read += {read}u;  /* read in place through the mapping */")
         calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
     for i, name in enumerate(table.outputs):
         calls += [f"  if (outputs[{i}] != (void *)({ARENA} + {offsets[name]})) {{",
