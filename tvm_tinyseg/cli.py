@@ -189,12 +189,16 @@ def cmd_run(args) -> int:
     x = xs[0] if len(xs) == 1 else xs
     if args.platform == "qemu":
         _check_mcpu_for_qemu(args.dir)
+    if (args.profile or args.json) and args.platform != "qemu":
+        raise TinySegError("--profile counts instructions under QEMU: use it with --platform qemu")
     _progress(f"building {args.dir} for {args.platform}")
     stats = {}
     if args.platform == "qemu":
         from tvm_tinyseg.platforms import qemu
 
-        y = qemu.run(args.dir, x, qemu.build(args.dir, ram_budget=args.ram_budget), stats)
+        profile = bool(args.profile or args.json)
+        y = qemu.run(args.dir, x, qemu.build(args.dir, ram_budget=args.ram_budget, profile=profile), stats,
+                     profile=profile)
     elif args.platform == "avr":
         from tvm_tinyseg.platforms import avr
 
@@ -212,10 +216,32 @@ def cmd_run(args) -> int:
         print(f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
               f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B")
         print(f"instructions: {stats['instructions']}")
+        if args.profile or args.json:
+            _report_profile(args, stats)
     if args.platform == "avr":
         print(f"ATmega2560: static SRAM {stats['sram_bytes']} B of 8192 ({stats['stack_free']} B never touched by "
               f"the stack), flash {stats['flash_bytes']} B; tinyseg_run {stats['run_us'] / 1e6:.2f} s at 16 MHz")
     return EXIT_OK
+
+
+def _report_profile(args, stats: dict) -> None:
+    """The per-kernel table of a profile run (--profile) and its JSON (--json FILE)."""
+    from tvm_tinyseg import profile
+
+    with open(os.path.join(args.dir, "memory.json")) as f:
+        steps = json.load(f).get("steps")
+    if steps is None:
+        raise TinySegError(f"{args.dir}: memory.json lists no steps (compiled by an older tinyseg); compile again")
+    try:
+        rows = profile.profile_rows(steps, stats.get("marks", []))
+    except ValueError as err:
+        raise TinySegError(f"{args.dir}: {err}") from None
+    if args.profile:
+        print(profile.format_profile(rows, stats["instructions"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(profile.profile_json(rows, stats["instructions"]))
+        print(f"wrote {args.json}")
 
 
 QEMU_MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
@@ -424,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input array (.npy), once per model input in model order; zeros when omitted")
     p.add_argument("--output", action="append", metavar="NPY",
                    help="where to save an output array (.npy), once per model output in model order")
+    p.add_argument("--profile", action="store_true",
+                   help="qemu: print each kernel's executed instructions, MACs and instructions per MAC")
+    p.add_argument("--json", metavar="FILE", help="qemu: write the per-kernel profile as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="TFLite Micro, TVM and TinySeg side by side on one or more models")

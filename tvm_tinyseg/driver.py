@@ -18,6 +18,7 @@ from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, current_options
+from tvm_tinyseg.profile import step_records
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
@@ -129,6 +130,7 @@ class CompileResult:
                            for b in self.plan.buffers if b.overwrites],
             "workspace_bytes": sum(self.kernels.workspace_bytes.values()),
             "kernels": sum(1 for s in self.table.steps if s.kind == "kernel"),
+            "steps": step_records(self.table, self.mod),  # the runner's calls, for profiles
         }
 
     @property
