@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tflite
 
-from tests.conftest import MODELS, run_tinyseg
+from conftest import MODELS, run_tinyseg
 from tvm_tinyseg.platforms import qemu
 
 pytestmark = pytest.mark.skipif(not qemu.available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

@@ -27,7 +27,7 @@ from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
 from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
-from tvm_tinyseg.targets import check_mcpu
+from tvm_tinyseg.targets import check_mcpu, has_dsp
 
 C_TARGET = "c"
 
@@ -85,7 +85,7 @@ class CompileResult:
     kernels: CKernels
     options: TinySegOptions
     files: dict = field(default_factory=dict)  # file name -> text
-    mcpu: str = None  # the CPU the C is meant for (recorded only; the C is the same for all)
+    mcpu: str = None  # the CPU the C is meant for (DSP cores get the SMLAD dot products)
     module_name: str = DEFAULT_MODULE_NAME  # prefix of every C symbol, macro and file name
 
     @property
@@ -110,6 +110,9 @@ class CompileResult:
             "model": os.path.basename(self.model.path),
             "target": C_TARGET,
             "mcpu": self.mcpu,
+            # kernels whose int8 dot products use the DSP extension (SXTB16/SXTAB16/SMLAD) where the
+            # compiler defines __ARM_FEATURE_DSP; portable C elsewhere
+            "dsp_kernels": self.kernels.dsp_kernels,
             "tinyseg": self.options.enable,
             "planner": self.plan.algorithm,
             "ram_budget": self.options.ram_budget,
@@ -160,7 +163,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
-    memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
+    memory.json; for a DSP core (``targets.DSP_MCPUS``) the int8 dot products use SMLAD. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
     other than the batch (which is fixed to 1)."""
     if mcpu is not None:
@@ -173,7 +176,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
-    kernels = build_c_kernels(memory.mod)
+    kernels = build_c_kernels(memory.mod, dsp=has_dsp(mcpu))
     table, plan, storage_plan = memory.table, memory.arena, memory.storage
     result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
     io = result.io_spec
