@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,7 @@ def tinyseg_budgets(path, nospill: int, budgets=DEFAULT_BUDGETS) -> dict:
 # ---- QEMU (Cortex-M7 firmware) -------------------------------------------------------------------
 
 QEMU_SEED = 0
+QEMU_MCPU = "cortex-m7"  # mps2-an500's core
 
 
 def qemu_available() -> bool:
@@ -248,11 +250,18 @@ def qemu_available() -> bool:
     return qemu.available()
 
 
+def _seeded_input(spec: dict) -> np.ndarray:
+    rng = np.random.default_rng(QEMU_SEED)
+    return (rng.integers(-128, 128, size=spec["shape"]) if spec["dtype"] == "int8"
+            else rng.standard_normal(spec["shape"])).astype(spec["dtype"])
+
+
 def qemu_stats(path) -> dict:
     """The firmware of the no-spill TinySeg build and of TinySeg min (mmap storage in the board's
-    PSRAM), each linked with all of QEMU's 4 MiB as its RAM region (the arena must fit, not a
-    budget) and run under QEMU on one seeded input: static RAM of each ELF (``elf_ram_bytes`` is
-    TinySeg min's) and, when the runner counts them, the instructions executed. Both outputs must
+    PSRAM), each compiled for the board's core (``--mcpu cortex-m7``: DSP dot products), linked
+    with all of QEMU's 4 MiB as its RAM region (the arena must fit, not a budget) and run under
+    QEMU on one seeded input: static RAM of each ELF (``elf_ram_bytes`` is TinySeg min's) and,
+    when the runner counts them, the instructions executed and per multiply-accumulate. Both outputs must
     equal TFLite Micro's (where it runs; else each other), or no figure is reported (RuntimeError)."""
     from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
@@ -262,13 +271,10 @@ def qemu_stats(path) -> dict:
     with tempfile.TemporaryDirectory(prefix="tinyseg_bench_") as tmp:
         for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
             out_dir = os.path.join(tmp, name)
-            result = compile_model(path, out_dir, **options)
+            result = compile_model(path, out_dir, mcpu=QEMU_MCPU, **options)
             if x is None:
-                spec = result.io_spec["input"]
-                rng = np.random.default_rng(QEMU_SEED)
-                x = (rng.integers(-128, 128, size=spec["shape"]) if spec["dtype"] == "int8"
-                     else rng.standard_normal(spec["shape"])).astype(spec["dtype"])
-            stats = {}
+                x = _seeded_input(result.io_spec["input"])
+            stats = {"macs": sum(s["macs"] for s in result.memory_report["steps"])}
             y = qemu.run(out_dir, x, qemu.build(out_dir, ram_budget=qemu.RAM_WINDOW), stats)
             builds[name] = (y, stats)
     reference = tflm_reference_output(path, x)
@@ -283,6 +289,54 @@ def qemu_stats(path) -> dict:
     for name, (_, stats) in builds.items():
         if "instructions" in stats:
             record[f"insns_{name}"] = stats["instructions"]
+            if stats["macs"]:
+                record[f"insns_per_mac_{name}"] = round(stats["instructions"] / stats["macs"], 2)
+    return record
+
+
+# ---- host speed ---------------------------------------------------------------------------------
+
+TIMING_RUNS = 5
+
+
+def tflm_invoke_seconds(path, x, runs: int = TIMING_RUNS) -> list:
+    """Wall time of each of ``runs`` invokes of the PyPI tflite-micro interpreter on ``x``."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(path), arena_size=16 << 20)
+    interpreter.set_input(x, 0)
+    interpreter.invoke()  # the first invoke also prepares; not timed
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def host_speed(path) -> dict:
+    """Host (cc -O2) milliseconds per inference of the no-spill TinySeg build and of TinySeg min
+    (mmap), and of TFLite Micro's interpreter, each the median of TIMING_RUNS runs on one seeded
+    input, measured one after the other in this process; the outputs must equal TFLM's."""
+    from tflite_micro.python.tflite_micro import runtime  # noqa: F401 (fail early without it)
+
+    from tvm_tinyseg.driver import compile_model
+    from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
+    from tvm_tinyseg.platforms import host
+    from tvm_tinyseg.reference import tflm_output
+
+    record = {}
+    with tempfile.TemporaryDirectory(prefix="tinyseg_host_") as tmp:
+        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
+            out_dir = os.path.join(tmp, name)
+            result = compile_model(path, out_dir, **options)
+            x = _seeded_input(result.io_spec["input"])
+            stats = {}
+            y = host.run(out_dir, x, host.build(out_dir), stats, timing_runs=TIMING_RUNS)
+            if not np.array_equal(y, tflm_output(path, x)):
+                raise RuntimeError(f"{os.path.basename(path)}: the {name} host build's output differs from TFLM's")
+            record[f"host_ms_{name}"] = round(float(np.median(stats["run_ns"])) / 1e6, 2)
+        record["tflm_invoke_ms"] = round(float(np.median(tflm_invoke_seconds(path, x))) * 1e3, 2)
     return record
 
 
@@ -316,6 +370,9 @@ def measure(path, budgets=DEFAULT_BUDGETS, qemu: bool = None, progress=_silent) 
         record.update(tinyseg_min(path, storage))
     step(f"TinySeg at budgets {', '.join(b.label for b in budgets)}")
     record.update(tinyseg_budgets(path, record["tinyseg_nospill_bytes"], budgets))
+    if path.suffix == ".tflite":
+        step("host and TFLite Micro run times")
+        record.update(host_speed(path))
     if qemu if qemu is not None else qemu_available():
         step("firmware under QEMU (no spill, TinySeg min)")
         record.update(qemu_stats(path))
@@ -361,6 +418,21 @@ QEMU_COLUMNS = [
     ("firmware RAM, TinySeg min", "elf_ram_bytes", "elf_ram_bytes"),
     ("insns, no spill", "insns_nospill", "insns_nospill"), ("insns, TinySeg min", "insns_tinyseg", "insns_tinyseg"),
     ("insn overhead", _overhead, "insns_tinyseg"),
+    ("insns/MAC, no spill", "insns_per_mac_nospill", "insns_per_mac_nospill"),
+    ("insns/MAC, TinySeg min", "insns_per_mac_tinyseg", "insns_per_mac_tinyseg"),
+]
+
+
+def _host_vs_tflm(build):
+    def cell(record):
+        ours, tflm = record.get(f"host_ms_{build}"), record.get("tflm_invoke_ms")
+        return f"{ours:.1f} vs {tflm:.1f}" if ours and tflm else "n/a"
+    return cell
+
+
+HOST_COLUMNS = [  # (header, key, field that must exist): TFLite Micro installed
+    ("host ms vs TFLM, no spill", _host_vs_tflm("nospill"), "host_ms_nospill"),
+    ("host ms vs TFLM, TinySeg min", _host_vs_tflm("tinyseg"), "host_ms_tinyseg"),
 ]
 
 NOTES = """\
@@ -419,7 +491,16 @@ Models: every int8 `models/*.tflite` (not `*_float`), and two networks as users 
   (microtvm_projects/qemu_cortex_m) of the tinyseg arena build and of TinySeg min (mmap; the storage pool is
   in the board's PSRAM), each run under QEMU mps2-an500 on one seeded input and checked equal to TFLite
   Micro's output. **insns** (`insns_nospill`, `insns_tinyseg`): instructions that run executed, when the
-  QEMU runner counts them; *insn overhead* = insns_tinyseg / insns_nospill - 1.
+  QEMU runner counts them; *insn overhead* = insns_tinyseg / insns_nospill - 1. Both firmware builds are
+  compiled with `mcpu="cortex-m7"` (the int8 dot products use the DSP extension's SMLAD). **insns/MAC**
+  (`insns_per_mac_nospill`, `insns_per_mac_tinyseg`): the same counts per multiply-accumulate of the
+  model's convolutions (the `macs` of memory.json's `steps`; a transposed convolution counts the taps
+  that contribute).
+- **host ms vs TFLM** (`host_ms_nospill`, `host_ms_tinyseg`, `tflm_invoke_ms`): milliseconds per inference
+  on the machine that ran the benchmark, each the median of 5 runs on one seeded input, measured one after
+  the other: the host build (`cc -O2`, portable C: `host.run(..., timing_runs=5)` times `tinyseg_invoke`)
+  of the no-spill build and of TinySeg min (mmap), against the PyPI tflite-micro interpreter's `invoke()`
+  (its reference kernels; the first invoke, which also prepares, is not timed).
 - **Fixed budgets** (second table, `tinyseg_budgets`): by default 90 %, 75 % and 60 % of the tinyseg arena,
   rounded down to a multiple of 1 KiB (`tinyseg bench --budgets 96K,90%` picks others); each is
   `compile_model(path, ram_budget=budget, storage="mmap")`, which spills the set moving the fewest bytes
@@ -449,8 +530,8 @@ def _table(header, aligns, rows) -> list:
 
 
 def columns(records) -> list:
-    """The main table's columns: the QEMU ones only if some record has their figures."""
-    return COLUMNS + [(h, k) for h, k, needs in QEMU_COLUMNS if any(needs in r for r in records)]
+    """The main table's columns: the QEMU and host ones only if some record has their figures."""
+    return COLUMNS + [(h, k) for h, k, needs in QEMU_COLUMNS + HOST_COLUMNS if any(needs in r for r in records)]
 
 
 def budget_table(records) -> list:

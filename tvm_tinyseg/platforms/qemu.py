@@ -202,7 +202,7 @@ def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT, args=("in
         raise TinySegError(f"{elf}: QEMU run timed out after {timeout} s") from e
 
 
-def _instruction_counts(workdir: str) -> dict:
+def instruction_counts(workdir: str) -> dict:
     """The plugin's ``instructions`` (and a profile run's ``marks``), or a TinySegError when QEMU
     ran without writing them."""
     path = os.path.join(workdir, INSTRUCTIONS_FILE)
@@ -251,7 +251,7 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             stats["exit_status"] = proc.returncode
             stats["seconds"] = seconds
             if os.path.exists(plugin) and proc.returncode == 0:
-                stats.update(_instruction_counts(tmp))
+                stats.update(instruction_counts(tmp))
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
         if run_failure(run_stats):
             raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")

@@ -40,6 +40,14 @@ static inline int32_t tinyseg_mbqm(int32_t x, int32_t multiplier, int32_t shift)
  * portable loop (int32 products of int16 lanes, added mod 2^32), so the result is bit-identical.
  * Elsewhere, and for the last n % 4 channels, the portable loop. Four accumulators at a time: eight
  * and their operands would not fit Cortex-M's registers. */
+/* Inlined at every call, so the stride and channel count are constants there (gcc -O2 gives up
+ * inlining when a kernel calls the helpers from several places). */
+#if defined(__GNUC__)
+#define TINYSEG_DOT_INLINE static inline __attribute__((always_inline))
+#else
+#define TINYSEG_DOT_INLINE static inline
+#endif
+
 static inline uint32_t tinyseg_load_s8x4(const int8_t *p) {
   uint32_t v; /* an unaligned 32-bit load on Armv7-M and later */
   memcpy(&v, p, sizeof(v));
@@ -81,8 +89,8 @@ static inline int16x2_t tinyseg_sxtab16_ror8(int16x2_t a, uint32_t v) {
   } while (0)
 #endif
 
-static inline void tinyseg_dot_s8x4(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
-                                    int32_t x_offset) {
+TINYSEG_DOT_INLINE void tinyseg_dot_s8x4(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
+                                        int32_t x_offset) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
   int32_t c = 0;
 #if defined(__ARM_FEATURE_DSP)
@@ -107,8 +115,8 @@ static inline void tinyseg_dot_s8x4(int32_t *acc, const int8_t *x, const int8_t 
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-static inline void tinyseg_dot_s8x8(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
-                                    int32_t x_offset) {
+TINYSEG_DOT_INLINE void tinyseg_dot_s8x8(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
+                                        int32_t x_offset) {
   tinyseg_dot_s8x4(acc, x, w, w_stride, n, x_offset);
   tinyseg_dot_s8x4(acc + 4, x, w + 4 * w_stride, w_stride, n, x_offset);
 }
