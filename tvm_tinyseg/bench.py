@@ -258,7 +258,8 @@ def _seeded_input(spec: dict) -> np.ndarray:
 
 def qemu_stats(path) -> dict:
     """The firmware of the no-spill TinySeg build and of TinySeg min (mmap storage in the board's
-    PSRAM), each compiled for the board's core (``--mcpu cortex-m7``: DSP dot products), linked
+    PSRAM) and, for the instruction counts only, of the build without TinySeg (``insns_plain``),
+    each compiled for the board's core (``--mcpu cortex-m7``: DSP dot products), linked
     with all of QEMU's 4 MiB as its RAM region (the arena must fit, not a budget) and run under
     QEMU on one seeded input: static RAM of each ELF (``elf_ram_bytes`` is TinySeg min's) and,
     when the runner counts them, the instructions executed and per multiply-accumulate. Both outputs must
@@ -269,7 +270,8 @@ def qemu_stats(path) -> dict:
 
     builds, x = {}, None
     with tempfile.TemporaryDirectory(prefix="tinyseg_bench_") as tmp:
-        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
+        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap")),
+                              ("plain", dict(tinyseg=False))):
             out_dir = os.path.join(tmp, name)
             result = compile_model(path, out_dir, mcpu=QEMU_MCPU, **options)
             if x is None:
@@ -315,7 +317,7 @@ def tflm_invoke_seconds(path, x, runs: int = TIMING_RUNS) -> list:
 
 
 def host_speed(path) -> dict:
-    """Host (cc -O2) milliseconds per inference of the no-spill TinySeg build and of TinySeg min
+    """Host (cc -O2) milliseconds per inference of the build without TinySeg and of TinySeg min
     (mmap), and of TFLite Micro's interpreter, each the median of TIMING_RUNS runs on one seeded
     input, measured one after the other in this process; the outputs must equal TFLM's."""
     from tflite_micro.python.tflite_micro import runtime  # noqa: F401 (fail early without it)
@@ -327,7 +329,8 @@ def host_speed(path) -> dict:
 
     record = {}
     with tempfile.TemporaryDirectory(prefix="tinyseg_host_") as tmp:
-        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
+        for name, options in (("plain", dict(tinyseg=False)),
+                              ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
             out_dir = os.path.join(tmp, name)
             result = compile_model(path, out_dir, **options)
             x = _seeded_input(result.io_spec["input"])
@@ -418,7 +421,7 @@ QEMU_COLUMNS = [
     ("firmware RAM, TinySeg min", "elf_ram_bytes", "elf_ram_bytes"),
     ("insns, no spill", "insns_nospill", "insns_nospill"), ("insns, TinySeg min", "insns_tinyseg", "insns_tinyseg"),
     ("insn overhead", _overhead, "insns_tinyseg"),
-    ("insns/MAC, no spill", "insns_per_mac_nospill", "insns_per_mac_nospill"),
+    ("insns/MAC, no TinySeg", "insns_per_mac_plain", "insns_per_mac_plain"),
     ("insns/MAC, TinySeg min", "insns_per_mac_tinyseg", "insns_per_mac_tinyseg"),
 ]
 
@@ -431,7 +434,7 @@ def _host_vs_tflm(build):
 
 
 HOST_COLUMNS = [  # (header, key, field that must exist): TFLite Micro installed
-    ("host ms vs TFLM, no spill", _host_vs_tflm("nospill"), "host_ms_nospill"),
+    ("host ms vs TFLM, no TinySeg", _host_vs_tflm("plain"), "host_ms_plain"),
     ("host ms vs TFLM, TinySeg min", _host_vs_tflm("tinyseg"), "host_ms_tinyseg"),
 ]
 
@@ -491,15 +494,16 @@ Models: every int8 `models/*.tflite` (not `*_float`), and two networks as users 
   (microtvm_projects/qemu_cortex_m) of the tinyseg arena build and of TinySeg min (mmap; the storage pool is
   in the board's PSRAM), each run under QEMU mps2-an500 on one seeded input and checked equal to TFLite
   Micro's output. **insns** (`insns_nospill`, `insns_tinyseg`): instructions that run executed, when the
-  QEMU runner counts them; *insn overhead* = insns_tinyseg / insns_nospill - 1. Both firmware builds are
+  QEMU runner counts them; *insn overhead* = insns_tinyseg / insns_nospill - 1. The firmware builds are
   compiled with `mcpu="cortex-m7"` (the int8 dot products use the DSP extension's SMLAD). **insns/MAC**
-  (`insns_per_mac_nospill`, `insns_per_mac_tinyseg`): the same counts per multiply-accumulate of the
-  model's convolutions (the `macs` of memory.json's `steps`; a transposed convolution counts the taps
-  that contribute).
-- **host ms vs TFLM** (`host_ms_nospill`, `host_ms_tinyseg`, `tflm_invoke_ms`): milliseconds per inference
+  (`insns_per_mac_plain`, `insns_per_mac_tinyseg`; `insns_plain` in results.json): instructions per
+  multiply-accumulate of the model's convolutions (the `macs` of memory.json's `steps`; a transposed
+  convolution counts the taps that contribute) of the build without TinySeg (`tinyseg=False`, also
+  checked equal to TFLite Micro) and of TinySeg min.
+- **host ms vs TFLM** (`host_ms_plain`, `host_ms_tinyseg`, `tflm_invoke_ms`): milliseconds per inference
   on the machine that ran the benchmark, each the median of 5 runs on one seeded input, measured one after
   the other: the host build (`cc -O2`, portable C: `host.run(..., timing_runs=5)` times `tinyseg_invoke`)
-  of the no-spill build and of TinySeg min (mmap), against the PyPI tflite-micro interpreter's `invoke()`
+  without TinySeg and of TinySeg min (mmap), against the PyPI tflite-micro interpreter's `invoke()`
   (its reference kernels; the first invoke, which also prepares, is not timed).
 - **Fixed budgets** (second table, `tinyseg_budgets`): by default 90 %, 75 % and 60 % of the tinyseg arena,
   rounded down to a multiple of 1 KiB (`tinyseg bench --budgets 96K,90%` picks others); each is
