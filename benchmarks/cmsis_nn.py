@@ -50,7 +50,8 @@ class Tensor:
         self.zero_point = int(q.ZeroPointAsNumpy()[0]) if q is not None and q.ZeroPointLength() else 0
         data = model.Buffers(t.Buffer()).DataAsNumpy()
         dtype = {tflite.TensorType.INT8: np.int8, tflite.TensorType.INT32: np.int32}.get(t.Type())
-        self.data = np.frombuffer(data.tobytes(), dtype).reshape(self.shape) if dtype and not np.isscalar(data) else None
+        stored = dtype is not None and not np.isscalar(data)  # a constant (weights, bias)
+        self.data = np.frombuffer(data.tobytes(), dtype).reshape(self.shape) if stored else None
 
 
 def _options(op, name):
@@ -104,6 +105,7 @@ def layers_source(path):
         return tensors[i]
 
     consts, calls, layers, activations = [], [], [], set()
+    EMITTED.clear()
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())
@@ -142,12 +144,12 @@ def layers_source(path):
         "}",
         "static int run_layers(void) {", *marked, "  tinyseg_profile_mark();", "  return 0;", "}", "",
         "int main(void) {",
-        f"  int fd = sh_open(\"input.bin\", SH_MODE_RB);",
+        "  int fd = sh_open(\"input.bin\", SH_MODE_RB);",
         f"  if (fd < 0 || sh_read(fd, t{graph.Inputs(0)}, sizeof(t{graph.Inputs(0)})) != 0u) return 66;",
         "  sh_close(fd);",
         "  int status = run_layers();",
         "  if (status != 0) return status;",
-        f"  fd = sh_open(\"output.bin\", SH_MODE_WB);",
+        "  fd = sh_open(\"output.bin\", SH_MODE_WB);",
         f"  if (fd < 0 || sh_write(fd, t{graph.Outputs(0)}, sizeof(t{graph.Outputs(0)})) != 0u) return 73;",
         "  return sh_close(fd);",
         "}", ""])
@@ -196,14 +198,16 @@ def _layer(i, kind, op, ins, out, consts, activations):
         bias = data(b) if b is not None else "NULL"
         tiles = f"{{{o.StrideW()}, {o.StrideH()}}}, {{{pw}, {ph}}}, {{{dw}, {dh}}}, {{{lo}, {hi}}}"
         dims = (f"&(cmsis_nn_dims){_dims(x.shape)}, {data(x)}, &(cmsis_nn_dims){_dims(w.shape)}, {data(w)}, "
-                f"&(cmsis_nn_dims){{1, 1, 1, {out.shape[-1]}}}, {bias}, &(cmsis_nn_dims){_dims(out.shape)}, {data(out)}")
+                f"&(cmsis_nn_dims){{1, 1, 1, {out.shape[-1]}}}, {bias}, "
+                f"&(cmsis_nn_dims){_dims(out.shape)}, {data(out)}")
         if kind == "CONV_2D":
             params = f"&(cmsis_nn_conv_params){{{-x.zero_point}, {out.zero_point}, {tiles}}}"
             size = (f"arm_convolve_wrapper_s8_get_buffer_size({params}, &(cmsis_nn_dims){_dims(x.shape)}, "
                     f"&(cmsis_nn_dims){_dims(w.shape)}, &(cmsis_nn_dims){_dims(out.shape)})")
             macs = int(np.prod(out.shape)) * kh * kw * wc
             return f"arm_convolve_wrapper_s8(scratch_of({size}), {params}, &{quant}, {dims})", macs
-        params = f"&(cmsis_nn_dw_conv_params){{{-x.zero_point}, {out.zero_point}, {out.shape[-1] // x.shape[-1]}, {tiles}}}"
+        multiplier = out.shape[-1] // x.shape[-1]
+        params = f"&(cmsis_nn_dw_conv_params){{{-x.zero_point}, {out.zero_point}, {multiplier}, {tiles}}}"
         size = (f"arm_depthwise_conv_wrapper_s8_get_buffer_size({params}, &(cmsis_nn_dims){_dims(x.shape)}, "
                 f"&(cmsis_nn_dims){_dims(w.shape)}, &(cmsis_nn_dims){_dims(out.shape)})")
         macs = int(np.prod(out.shape)) * kh * kw
@@ -241,7 +245,7 @@ def _layer(i, kind, op, ins, out, consts, activations):
                 f"&(cmsis_nn_dims){_dims(out.shape)}, {data(out)})"), 0
     if kind == "CONCATENATION" and len(ins) == 2 and _options(op, "ConcatenationOptions").Axis() in (-1, 3):
         a, b = ins
-        if (a.scale[0], a.zero_point) != (out.scale[0], out.zero_point) != (b.scale[0], b.zero_point):
+        if any((t.scale[0], t.zero_point) != (out.scale[0], out.zero_point) for t in (a, b)):
             raise SystemExit(f"operator {i} (CONCATENATION): inputs quantized unlike the output are not supported")
         return (f"concat_channels({data(a)}, {a.shape[-1]}, {data(b)}, {b.shape[-1]}, {data(out)}, "
                 f"{int(np.prod(out.shape[:-1]))})"), 0
@@ -252,7 +256,7 @@ def build(source, cmsis_nn, work):
     with open(os.path.join(work, "layers.c"), "w") as f:
         f.write(source)
     template = template_dir("qemu_cortex_m")
-    sources = [os.path.join(work, "layers.c"), os.path.join(template, "startup.c"), os.path.join(template, "semihost.c")]
+    sources = [os.path.join(work, "layers.c"), *(os.path.join(template, f) for f in ("startup.c", "semihost.c"))]
     for folder in CMSIS_SOURCES:
         sources += sorted(f for f in glob.glob(os.path.join(cmsis_nn, "Source", folder, "*.c"))
                           if not FLOAT_SOURCE.search(os.path.basename(f)))
@@ -327,13 +331,15 @@ def main(argv=None) -> int:
     print(f"{record['model']}: CMSIS-NN {record['cmsis_nn_commit']}, output equal to TFLite Micro's: "
           f"CMSIS-NN {record['cmsis_nn_output_equals_tflm']}, tinyseg {record['tinyseg_output_equals_tflm']}")
     print(f"{'layer':<22} {'MACs':>11} {'CMSIS-NN':>12} {'/MAC':>6} {'tinyseg':>12} {'/MAC':>6}")
+    def line(name, macs, theirs, ours_n):
+        def per(n):
+            return f"{n / macs:.2f}" if macs else "-"
+        text = f"{name:<22} {macs:>11,} {theirs:>12,} {per(theirs):>6}"
+        return text + (f" {ours_n:>12,} {per(ours_n):>6}" if ours_n is not None else "")
+
     for r in rows:
-        per = lambda n: f"{n / r['macs']:.2f}" if r["macs"] else "-"  # noqa: E731
-        ours_n = r.get("tinyseg_instructions")
-        print(f"{r['layer']:<22} {r['macs']:>11,} {r['cmsis_nn_instructions']:>12,} {per(r['cmsis_nn_instructions']):>6}"
-              + (f" {ours_n:>12,} {per(ours_n):>6}" if ours_n is not None else ""))
-    print(f"{'whole run':<22} {record['macs']:>11,} {record['cmsis_nn_instructions']:>12,} "
-          f"{record['cmsis_nn_instructions'] / record['macs']:>6.2f} {our_total:>12,} {our_total / record['macs']:>6.2f}")
+        print(line(r["layer"], r["macs"], r["cmsis_nn_instructions"], r.get("tinyseg_instructions")))
+    print(line("whole run", record["macs"], record["cmsis_nn_instructions"], our_total))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)
