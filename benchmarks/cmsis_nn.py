@@ -158,10 +158,10 @@ def layers_source(path):
 
 def _quant(i, x, w, out, consts):
     """Per-channel multipliers and shifts as TFLite Micro computes them (double precision)."""
+    scales = np.asarray(w.scale)
+    scales = np.repeat(scales, out.shape[-1]) if scales.size == 1 else scales  # per tensor: every channel
     pairs = [quantize_multiplier(float(np.float64(x.scale[0]) * np.float64(s) / np.float64(out.scale[0])))
-             for s in np.broadcast_to(w.scale, (w.shape[0] if len(w.scale) > 1 else 1,))]
-    if len(pairs) == 1:
-        pairs = pairs * out.shape[-1]
+             for s in scales]
     consts.append(_c_array(f"m{i}", "", "int32_t", [m for m, _ in pairs]))
     consts.append(_c_array(f"s{i}", "", "int32_t", [s for _, s in pairs]))
     return f"(cmsis_nn_per_channel_quant_params){{m{i}, s{i}}}"
