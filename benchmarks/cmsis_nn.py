@@ -28,7 +28,7 @@ import tflite
 from tvm_tinyseg import profile
 from tvm_tinyseg.microtvm_projects import template_dir
 from tvm_tinyseg.passes.int8.requantize import quantize_multiplier
-from tvm_tinyseg.platforms import qemu
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
 from tvm_tinyseg.reference import tflm_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 """Board project templates (installed as ``tvm_tinyseg.microtvm_projects``): one directory per
-project kind, copied into a compiled model's directory by ``tvm_tinyseg.projects``."""
+project kind, copied into a compiled model's directory by ``tvm_tinyseg.boards``."""
 import os
 
 TEMPLATES_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -8,7 +8,11 @@ input rows it no longer needs (passes/row_overwrite.py) names that input in ``ov
 two may share bytes when the output starts at least ``lead`` bytes below the input. To a buffer
 being placed, an overwrite partner therefore blocks a shorter range than its own bytes.
 """
+import logging
+import time
 from dataclasses import dataclass
+
+_log = logging.getLogger(__name__)
 
 ALIGNMENT = 16
 
@@ -265,9 +269,12 @@ def exact(buffers, time_limit: float = EXACT_TIME_LIMIT) -> ArenaPlan:
     cost[size_var] = 1
     lower = np.zeros(len(cost))
     lower[size_var] = bound // ALIGNMENT
+    start = time.perf_counter()
     result = milp(cost, constraints=LinearConstraint(rows, -np.inf, upper), integrality=np.ones(len(cost)),
                   bounds=Bounds(lower, [top] * (n + 1) + [1] * len(pairs)),
                   options={"time_limit": time_limit, "disp": False})
+    _log.debug("MILP over %d buffers, %d pairs: %.2f s (%s)", n, len(pairs), time.perf_counter() - start,
+               result.message)
     if result.x is None or round(result.x[size_var]) * ALIGNMENT >= fallback.size:
         return fallback
     offsets = {b.name: int(round(result.x[i])) * ALIGNMENT for i, b in enumerate(buffers)}

@@ -13,7 +13,6 @@ counts the bytes one call reads.
 Run before MCUSchedule, which leaves ``tinyseg_stream`` blocks alone (row regions are derived before
 MCUSchedule splits the reduction's initialisation off).
 """
-import itertools
 
 import tvm
 import tvm_ffi
@@ -102,10 +101,17 @@ def StreamStoredRows(func: tirx.PrimFunc, mod: tvm.IRModule, ctx: tvm.transform.
     except ScheduleError:
         return func
     inline_injective_producers(sch, sch.get_sblock("root"))  # e.g. the concat between stream and conv
-    sch.compute_at(stream, _row_loop(sch, _reader_of(sch, stream)))
-    # a ring of as many rows as one output row reads: row r lives in slot r % rows
-    rows = int(sch.get(sch.get_loops(stream)[-3]).extent)
-    sch.transform_layout(stream, ("write", 0), lambda n, h, w, c: (n, tirx.floormod(h, rows), w, c))
+    row_loop_rv = _row_loop(sch, _reader_of(sch, stream))
+    sch.compute_at(stream, row_loop_rv)
+    stream_loops = sch.get_loops(stream)
+    if sch.get(stream_loops[-3]).same_as(sch.get(row_loop_rv)):
+        # one input row per output row (an upsampling reader): compute_at left no window loop
+        sch.add_unit_loop(stream_loops[-2])
+    output_row, slot = (sch.get(lp) for lp in sch.get_loops(stream)[-4:-2])
+    # a ring of as many rows as one output row reads at most (a 3x upsampling reader of a 3x3
+    # window reads 1 or 2): row r lives in slot r % slots
+    slots = max(max(_extents(slot.extent, output_row)), 2)  # transform_layout cannot drop a one-row axis
+    sch.transform_layout(stream, ("write", 0), lambda n, h, w, c: (n, tirx.floormod(h, slots), w, c))
     loops = [sch.get(lp) for lp in sch.get_loops(stream)]
     output_row, slot, row_loop, pixel_loop = loops[-4:]  # ... y, window row, then one NHWC row: W x C
     in_bounds, rolling = _rows_to_read(output_row, slot, row_loop, pixel_loop)
@@ -130,23 +136,45 @@ def _rows_to_read(output_row, slot, row_loop, pixel_loop):
         return int(analyzer.simplify(_substitute(src.indices[1], {
             output_row.loop_var: tirx.const(y, dtype), slot.loop_var: tirx.const(0, dtype)})))
 
-    rows = int(slot.extent)
-    stride = stored_row(1) - stored_row(0) if int(output_row.extent) > 1 else rows
     dtype = str(slot.extent.ty.dtype)
+    steps = {stored_row(y + 1) - stored_row(y) for y in range(int(output_row.extent) - 1)}
+    if len(steps) > 1 or not isinstance(slot.extent, tirx.IntImm):
+        # windows advance unevenly (an upsampling reader: 0, 1, 0, 1, ...): read a row unless the
+        # previous output row's window held it (the ring keeps a whole window)
+        first = _substitute(src.indices[1], {slot.loop_var: tirx.const(0, dtype)})
+        previous = {output_row.loop_var: output_row.loop_var - tirx.const(1, dtype)}
+        previous_end = _substitute(first, previous) + _substitute(slot.extent, previous)
+        return in_bounds, tirx.any(output_row.loop_var == tirx.const(0, dtype),
+                                   first + slot.loop_var >= previous_end)
+    rows = int(slot.extent)
+    stride = steps.pop() if steps else rows
     if stride >= rows:
         return in_bounds, tirx.const(True, "bool")
     return in_bounds, tirx.any(output_row.loop_var == tirx.const(0, dtype),
                                slot.loop_var >= tirx.const(rows - stride, dtype))
 
 
-def _count_true(predicate, loops) -> int:
-    """How many iterations of ``loops`` satisfy ``predicate`` (the rows actually read)."""
+def _extents(extent, outer):
+    """The values a window loop's ``extent`` takes over the iterations of the ``outer`` loop."""
     analyzer = tvm.sym.Analyzer()
-    count = 0
-    for point in itertools.product(*(range(int(lp.extent)) for lp in loops)):
-        values = {lp.loop_var: tirx.const(v, str(lp.extent.ty.dtype)) for lp, v in zip(loops, point)}
-        count += int(bool(analyzer.simplify(_substitute(predicate, values))))
-    return count
+    dtype = str(outer.extent.ty.dtype)
+    return [int(analyzer.simplify(_substitute(extent, {outer.loop_var: tirx.const(y, dtype)})))
+            for y in range(int(outer.extent))]
+
+
+def _count_true(predicate, loops) -> int:
+    """How many iterations of ``loops`` satisfy ``predicate`` (the rows actually read); an inner
+    loop's extent may depend on the outer loops' values."""
+    analyzer = tvm.sym.Analyzer()
+
+    def count(values, remaining):
+        if not remaining:
+            return int(bool(analyzer.simplify(_substitute(predicate, values))))
+        loop, dtype = remaining[0], str(remaining[0].extent.ty.dtype)
+        extent = int(analyzer.simplify(_substitute(loop.extent, values)))
+        return sum(count({**values, loop.loop_var: tirx.const(v, dtype)}, remaining[1:]) for v in range(extent))
+
+    return count({}, list(loops))
 
 
 @tirx.transform.prim_func_pass(opt_level=0, name="RollStreamWindows")

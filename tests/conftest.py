@@ -68,7 +68,7 @@ class CompiledZoo:
         key = (path, tuple(sorted(options.items())))
         if key not in self._cache:
             from tvm_tinyseg.driver import compile_model
-            from tvm_tinyseg.platforms import host
+            from tvm_tinyseg.boards import host
 
             name = os.path.basename(path).replace(".", "_")
             suffix = "_".join(f"{k}-{v}" for k, v in sorted(options.items()))

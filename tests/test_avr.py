@@ -9,20 +9,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import run_tinyseg, tflm_reference
+from faulty_storage_server import Faults, FaultyStorageServer
 from tiny_unet import tiny_input, tiny_unet
 
-from tvm_tinyseg import projects_arduino
+from tvm_tinyseg.boards import arduino
 from tvm_tinyseg.codegen import program_memory
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms import avr
-from tvm_tinyseg.storage_server import Faults, StorageServer
+from tvm_tinyseg.storage_server import StorageServer
 
 # 1 open + 9 writes of 256 B (the 2,304 B skip) + 24 reads of one 96 B row each
 CLEAN_RUN_FRAMES = 1 + 9 + 24
 
 needs_avr_gcc = pytest.mark.skipif(shutil.which("avr-gcc") is None, reason="avr-gcc not installed")
-needs_arduino = pytest.mark.skipif(not avr.available(), reason="arduino-builder, avr-gcc or libsimavr not installed")
+needs_arduino = pytest.mark.skipif(not arduino.available(), reason="arduino-builder, avr-gcc or libsimavr not installed")
 
 
 @pytest.fixture(scope="module")
@@ -88,27 +88,40 @@ def test_generated_model_compiles_for_avr_with_weights_in_flash(spilling, tmp_pa
 def test_project_refuses_storage_an_avr_board_does_not_have(model, tmp_path):
     compile_model(model, tmp_path, ram_budget=-1, storage="file")
     with pytest.raises(TinySegError, match="compile with --storage uart"):
-        projects_arduino.export_arduino(str(tmp_path))
+        arduino.export_project(str(tmp_path))
 
 
 @needs_arduino
 def test_sketch_builds_with_arduino_builder_within_8k_sram(spilling):
     result, out_dir = spilling
-    usage = avr.memory_usage(avr.build(out_dir))
-    src = os.listdir(os.path.join(projects_arduino.library_dir(out_dir), "src"))
+    usage = arduino.memory_usage(arduino.build(out_dir))
+    src = os.listdir(os.path.join(arduino.library_dir(out_dir), "src"))
     assert {"tinyseg_model.c", "storage_remote.c", "tinyseg_link_serial.cpp", "TinySegModel.h"} <= set(src)
-    assert usage["sram_bytes"] <= avr.SRAM_BYTES - 2048  # room left for the stack
+    assert usage["sram_bytes"] <= arduino.SRAM_BYTES - 2048  # room left for the stack
     assert usage["sram_bytes"] >= result.memory_report["arena_bytes"]
     assert usage["data_bytes"] < 64  # weights are not copied to SRAM
     assert usage["flash_bytes"] > result.memory_report["weight_bytes"]
 
 
 @needs_arduino
+@pytest.mark.slow
+def test_sketch_under_a_module_name_builds_and_runs_bit_exact(model, tmp_path):
+    """--module-name seg: the sketch calls seg_run, the library holds seg_model.c, and it runs."""
+    compile_model(model, tmp_path, ram_budget=-1, storage="uart", module_name="seg")
+    arduino.export_project(str(tmp_path))
+    assert "seg_run(" in open(arduino.sketch_path(str(tmp_path))).read()
+    src = set(os.listdir(os.path.join(arduino.library_dir(str(tmp_path)), "src")))
+    assert {"seg_model.c", "seg_model.h", "seg_link.h"} <= src and not any(n.startswith("tinyseg_model") for n in src)
+    x = tiny_input(1)
+    assert np.array_equal(arduino.run(str(tmp_path), x, arduino.build(str(tmp_path))), tflm_reference(model, x))
+
+
+@needs_arduino
 def test_without_tinyseg_the_sketch_does_not_fit_the_sram(model, tmp_path):
     report = compile_model(model, tmp_path, tinyseg=False).memory_report
-    assert report["arena_bytes"] > avr.SRAM_BYTES
+    assert report["arena_bytes"] > arduino.SRAM_BYTES
     with pytest.raises(TinySegError, match="does not fit the ATmega2560's 8192 B of SRAM"):
-        avr.build(str(tmp_path))
+        arduino.build(str(tmp_path))
 
 
 @needs_arduino
@@ -118,7 +131,7 @@ def test_tiny_unet_runs_in_simavr_spilling_over_serial_bit_exact(model, spilling
     report = result.memory_report
     x = tiny_input(0)
     stats = {}
-    got = avr.run(out_dir, x, stats)
+    got = arduino.run(out_dir, x, stats=stats)
     expected = tflm_reference(model, x)
     assert np.array_equal(got, expected) and len(np.unique(expected)) > 8
     moved = stats["storage_written"] + stats["storage_read"]
@@ -142,7 +155,7 @@ def test_a_refusing_server_fails_tinyseg_run_on_the_avr(spilling):
     _, out_dir = spilling
     with StorageServer(pool_limit=16) as server:  # the session's pool is refused
         with pytest.raises(TinySegError, match="tinyseg_run returned status 6"):
-            avr.run(out_dir, tiny_input(0), server=server)
+            arduino.run(out_dir, tiny_input(0), storage_server=server)
 
 
 @needs_arduino
@@ -152,7 +165,7 @@ def test_corrupted_frames_are_retried_by_the_avr(model, spilling):
     request answered "bad crc" are each sent again; the output stays exact."""
     _, out_dir = spilling
     x, stats = tiny_input(2), {}
-    with StorageServer(faults=Faults(corrupt_reads=2, claim_bad_crc=1)) as server:
-        got = avr.run(out_dir, x, stats, server=server)
+    with FaultyStorageServer(Faults(corrupt_reads=2, claim_bad_crc=1)) as server:
+        got = arduino.run(out_dir, x, stats=stats, storage_server=server)
     assert np.array_equal(got, tflm_reference(model, x))
     assert stats["link_frames"] == CLEAN_RUN_FRAMES + 3

@@ -48,7 +48,7 @@ def test_bench_of_a_cheap_model_reproduces_its_committed_row(tmp_path):
 
 
 def test_host_build_times_its_runs(compiled_zoo):
-    from tvm_tinyseg.platforms import host
+    from tvm_tinyseg.boards import host
     from tvm_tinyseg.reference import tflm_output
 
     result, out_dir, exe = compiled_zoo.get(SMALL)
@@ -105,7 +105,7 @@ def test_instruction_columns_appear_only_with_counts():
 @pytest.mark.skipif(not bench.qemu_available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 def test_committed_firmware_ram_is_the_arena_plus_the_stack():
     """elf_ram_bytes (static RAM of the firmware ELF) holds the arena and the 4 KiB stack, little else."""
-    from tvm_tinyseg.platforms import qemu
+    from tvm_tinyseg.boards import qemu_cortex_m as qemu
 
     for record in _committed().values():
         for field, arena in (("elf_ram_bytes", "tinyseg_min_bytes"),

@@ -15,8 +15,8 @@ from tvm_tinyseg.codegen.c_api import STATUS_CODES
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
-from tvm_tinyseg.platforms import qemu
-from tvm_tinyseg.platforms.host import STRICT_CFLAGS
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
+from tvm_tinyseg.boards.host import STRICT_CFLAGS
 
 TWO_MODELS_MAIN = os.path.join(os.path.dirname(__file__), "firmware", "two_models.c")
 CORTEX_M7 = ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"]

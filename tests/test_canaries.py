@@ -12,7 +12,7 @@ import pytest
 from conftest import MODELS, seeded_input, zoo
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 DEBUG_FLAGS = ["-DTINYSEG_DEBUG_CANARIES"]
 ERR_ARENA_CANARY, ERR_BUFFER_CLOBBERED = 16, 17

@@ -44,8 +44,8 @@ def test_run_on_a_directory_that_was_not_compiled(tmp_path):
 
 @pytest.mark.slow
 def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(tmp_path):
-    from tvm_tinyseg.cli import DEMO_BOARD_RAM
-    from tvm_tinyseg.platforms import qemu
+    from tvm_tinyseg.boards import qemu_cortex_m as qemu
+    from tvm_tinyseg.demo import BOARD_RAM
 
     proc = run_tinyseg("demo", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -63,7 +63,7 @@ def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(
     assert re.search(r"does not link: region `RAM' overflowed by \d+ bytes", board["without TinySeg"])
     for storage in ("mmap", "file", "uart"):  # the firmware fits the board, moves bytes, matches TFLM
         ram, instructions, moved, verdict = board[f"TinySeg, {storage}"].split()
-        assert int(ram) <= DEMO_BOARD_RAM and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
+        assert int(ram) <= BOARD_RAM and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
 
 def test_analyze_prints_the_peak_step_and_plots_the_arena(tmp_path):
     from tvm_tinyseg.driver import compile_model

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from conftest import float_zoo, int8_zoo
-from tvm_tinyseg.platforms.host import STRICT_CFLAGS
+from tvm_tinyseg.boards.host import STRICT_CFLAGS
 
 ARM_CC = "arm-none-eabi-gcc"
 CORTEX_M7 = ["-mcpu=cortex-m7", "-mthumb", "-ffreestanding"]

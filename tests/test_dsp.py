@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, seeded_input, tflm_reference
-from tvm_tinyseg.platforms import host, qemu
-from tvm_tinyseg.platforms.host import STRICT_CFLAGS
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
+from tvm_tinyseg.boards.host import STRICT_CFLAGS
 
 ARM_CC = "arm-none-eabi-gcc"
 SMALL = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")

@@ -15,7 +15,7 @@ from conftest import MODELS, SEEDS, seeded_input, tflm_reference
 from float_net import FloatNet, litert_reference
 from int8_net import ODD, Net
 from tvm_tinyseg.driver import compile_model
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 
 def _paddings(size, kernel, dilation):

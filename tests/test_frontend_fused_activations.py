@@ -9,7 +9,7 @@ from conftest import SEEDS, seeded_input, tflm_reference
 from float_net import ACTIVATIONS, FloatNet, litert_reference
 from int8_net import ODD, Net
 from tvm_tinyseg.driver import compile_model
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 SHAPE = (1, 7, 9, 3)
 INPUT_SPREAD = 4.0  # unit-normal inputs times this: outputs reach past RELU6's 6 and RELU_N1_TO_1's ±1

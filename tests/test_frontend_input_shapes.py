@@ -9,7 +9,7 @@ from conftest import SEEDS, run_tinyseg, seeded_input
 from float_net import FloatNet, litert_reference
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 SHAPE = (1, 7, 9, 3)
 
@@ -41,11 +41,11 @@ def _shape_folded_reshape(path):
     return net.save(path, out)
 
 
-def test_dynamic_batch_is_fixed_to_one_and_shape_arithmetic_folds(tmp_path, capfd):
+def test_dynamic_batch_is_fixed_to_one_and_shape_arithmetic_folds(tmp_path, caplog):
     path = _shape_folded_reshape(tmp_path / "model.tflite")
     out_dir = str(tmp_path / "c")
     result = compile_model(path, out_dir)
-    assert "input 'x0' has a dynamic batch dimension; fixed to 1" in capfd.readouterr().err
+    assert "input 'x0' has a dynamic batch dimension; fixed to 1" in caplog.text
     assert result.io_spec["input"]["shape"] == list(SHAPE)
     _assert_matches(path, out_dir, SHAPE, litert_reference)
 
@@ -106,11 +106,11 @@ def _onnxruntime(path, x):
     return onnxruntime.InferenceSession(path).run(None, {"x": x})[0]
 
 
-def test_onnx_symbolic_batch_is_fixed_to_one(tmp_path, capfd):
+def test_onnx_symbolic_batch_is_fixed_to_one(tmp_path, caplog):
     path = _onnx_relu_conv(tmp_path / "model.onnx", ["batch", 3, 7, 9])
     out_dir = str(tmp_path / "c")
     compile_model(path, out_dir)
-    assert "input 'x' has a dynamic batch dimension; fixed to 1" in capfd.readouterr().err
+    assert "input 'x' has a dynamic batch dimension; fixed to 1" in caplog.text
     _assert_matches(path, out_dir, (1, 3, 7, 9), _onnxruntime)
 
 

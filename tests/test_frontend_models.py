@@ -9,13 +9,13 @@ from conftest import MODELS, SEEDS, seeded_input
 from float_net import litert_reference
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 FRONTEND_MODELS = os.path.join(MODELS, "frontend")
 BUDGETS = [pytest.param({"tinyseg": False}, id="plain"),
-           # memory-mapped: with block storage, StreamStoredRows cannot yet stream a spilled tensor that
-           # an upsampling reader needs more rows of than it has (an internal error, exit 2)
-           pytest.param({"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap"}, id="min")]
+           pytest.param({"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap"}, id="min-mmap"),
+           # block storage streams a spilled tensor row by row into its upsampling reader
+           pytest.param({"ram_budget": SMALLEST_FEASIBLE, "storage": "file"}, id="min-file")]
 
 
 @pytest.mark.parametrize("options", BUDGETS)
@@ -30,6 +30,9 @@ def test_enet_like_float_matches_litert(options, tmp_path):
     exe = host.build(out_dir)
     for seed in SEEDS:
         x = seeded_input((1, 32, 48, 3), np.float32, seed)
-        expected, got = litert_reference(path, x), host.run(out_dir, x, exe)
+        stats = {}
+        expected, got = litert_reference(path, x), host.run(out_dir, x, exe, stats)
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+        if options.get("storage") == "file":  # the rows streamed are the rows counted
+            assert stats["storage_written"] + stats["storage_read"] == result.memory_report["moved_bytes"]

@@ -1,6 +1,7 @@
 """Every tvm_tinyseg module imports on its own, and the package's modules import each other in
 no cycle (counting imports inside functions: a lazy import hides a cycle, it does not break it)."""
 import ast
+import inspect
 import os
 import subprocess
 import sys
@@ -100,3 +101,26 @@ def test_every_module_imports_in_a_fresh_interpreter():
     modules = sorted(m for m in _modules() if not m.endswith("__main__"))
     proc = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_the_board_registry_imports_no_board_until_one_is_used():
+    """The CLI builds its --project/--platform choices from the registry alone."""
+    script = ("import sys, tvm_tinyseg.cli; "
+              "print(sorted(m for m in sys.modules if m.startswith('tvm_tinyseg.boards.')))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_every_registered_board_module_has_the_board_interface():
+    from tvm_tinyseg import boards
+
+    for kind in boards.BOARDS:
+        module = boards.board(kind.name)
+        assert module.NAME == kind.name and module.FIRMWARE_RAM_BYTES >= 0
+        assert callable(getattr(module, "export_project", None)) == kind.project, kind.name
+        if kind.platform:
+            for function in ("build", "run", "available", "stats_lines"):
+                assert callable(getattr(module, function, None)), (kind.name, function)
+            assert "ram_budget" in inspect.signature(module.build).parameters or not kind.ram_budget
+            run = list(inspect.signature(module.run).parameters)  # model_dir, x, the built file, stats
+            assert run[:2] == ["model_dir", "x"] and run[3] == "stats" and "storage_server" in run, kind.name

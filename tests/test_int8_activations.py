@@ -16,7 +16,7 @@ from tflite_builder import TFLiteBuilder
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.passes.int8 import activation_luts as luts
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 litert = pytest.importorskip("ai_edge_litert.interpreter")

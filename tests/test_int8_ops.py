@@ -15,7 +15,7 @@ from conftest import SEEDS, seeded_input, tflm_reference
 from int8_net import EVEN, IN_Q, ODD, C, H, Net, W
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 

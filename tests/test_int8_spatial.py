@@ -16,7 +16,7 @@ from tflite_builder import TFLiteBuilder
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 

@@ -10,7 +10,7 @@ import pytest
 from api_models import inputs_of, tflm_outputs, two_io_model
 from tvm_tinyseg.cli import main
 from tvm_tinyseg.driver import compile_model
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 
 @pytest.fixture(scope="module")

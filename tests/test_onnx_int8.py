@@ -23,7 +23,7 @@ from tvm_tinyseg.errors import UnsupportedModelError
 from tvm_tinyseg.passes.int8 import onnx_qlinear
 from tvm_tinyseg.passes.lower_onnx_qdq import QARITH_ATTR, LowerQDQToInteger
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 RESIDUAL_LSB = {op: 0 for op in ("QuantizeLinear", "Conv", "ConvTranspose", "Add", "Concat", "MaxPool", "Resize",
                                  "Sigmoid", "DequantizeLinear")}
@@ -171,11 +171,15 @@ def test_quantized_op_without_lowering_is_named(tmp_path):
 FLOAT_CONV_TRANSPOSE_REQUANTIZED_BY_ORT_LSB = 2
 
 
-def test_qoperator_unet_matches_onnxruntime(models, tmp_path):
+@pytest.mark.parametrize("budget", [None, SMALLEST_FEASIBLE], ids=["plain", "ram_budget_min"])
+def test_qoperator_unet_matches_onnxruntime(models, budget, tmp_path):
     as_written = onnxruntime.SessionOptions()
     as_written.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    result, differences = _lsb_differences(models["QOperator", "QInt8"], str(tmp_path / "c"), as_written)
+    options = {"ram_budget": budget} if budget else {}  # block storage: spilled rows are streamed
+    result, differences = _lsb_differences(models["QOperator", "QInt8"], str(tmp_path / "c"), as_written, **options)
     assert differences == [(0, True)] * (len(SEEDS) + 1)
+    if budget:
+        assert result.memory_report["moved_bytes"] > 0
     session = onnxruntime.InferenceSession(models["QOperator", "QInt8"])
     scale, _ = _output_quantization(models["QOperator", "QInt8"])
     for seed in SEEDS:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import tvm
@@ -152,3 +153,35 @@ def test_importing_the_pipeline_runs_no_compiler_and_is_quick(tmp_path):
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) < 1.0  # beyond TVM itself
     assert not (tmp_path / "cache").exists()
+
+
+def _fake_build(tmp_path, log):
+    """A stand-in for tvm_ffi's cached build: writes the library only when it is missing."""
+    library = tmp_path / "libshim.so"
+
+    def build():
+        if not library.exists():
+            library.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
+            log.append("built")
+        return str(library)
+    return library, build
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bytes changed in place", "no record"])
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path, damage):
+    log = []
+    library, build = _fake_build(tmp_path, log)
+    assert pass_config.checked_build(build) == str(library) and log == ["built"]
+    good = library.read_bytes()
+    old = time.time() - 60  # made by an earlier process
+    os.utime(library, (old, old))
+    assert pass_config.checked_build(build) == str(library) and log == ["built"]  # intact: reused
+    if damage == "truncated":
+        library.write_bytes(good[:len(good) // 2])
+    elif damage == "bytes changed in place":
+        library.write_bytes(good[:100] + bytes(64) + good[164:])
+    else:
+        os.unlink(str(library) + ".sha256")
+    os.utime(library, (old, old))
+    assert pass_config.checked_build(build) == str(library)
+    assert log == ["built", "built"] and library.read_bytes() == good

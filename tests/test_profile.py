@@ -10,7 +10,7 @@ import pytest
 import tflite
 
 from conftest import MODELS, run_tinyseg
-from tvm_tinyseg.platforms import qemu
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
 
 pytestmark = pytest.mark.skipif(not qemu.available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 

@@ -5,6 +5,7 @@ flash, match TFLite Micro too."""
 import configparser
 import fnmatch
 import glob
+import json
 import os
 import re
 import shutil
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 from conftest import run_tinyseg
 
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
+from tvm_tinyseg.boards import zephyr
+from tvm_tinyseg.boards.model_io import parse_stats
 from tvm_tinyseg.microtvm_projects import TEMPLATES_DIR
 from tvm_tinyseg.models import model_path
-from tvm_tinyseg.platforms import qemu
-from tvm_tinyseg.platforms.model_io import parse_stats
 from tvm_tinyseg.reference import tflm_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,6 +164,59 @@ def test_zephyr_partition_smaller_than_the_pool_fails_to_compile(zephyr_project)
     assert proc.returncode != 0 and "smaller than the storage pool" in proc.stderr
 
 
+@needs_arm_gcc
+def test_zephyr_without_a_storage_partition_fails_with_one_line(zephyr_project):
+    proc = _arm_compile(str(zephyr_project / "src" / "storage_flash_map.c"), "-DSTUB_NO_STORAGE_PARTITION")
+    errors = [line for line in proc.stderr.splitlines() if ": error:" in line]  # diagnostics, not source echoes
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert "no flash partition" in errors[0] and "TINYSEG_SIM_FLASH=ON" in errors[0]
+
+
+def _dts_nodes(text: str) -> dict:
+    """Node label -> its properties' text, for the simple overlays the export writes."""
+    assert text.count("{") == text.count("}")
+    return {m.group(1): re.split(r"[{}]", text[m.end():], maxsplit=1)[0]
+            for m in re.finditer(r"(\w+): [\w@,-]+ \{", text)}
+
+
+def test_zephyr_file_project_ships_a_simulated_flash_for_boards_without_a_partition(zephyr_project):
+    """sim_flash.overlay: a zephyr,sim-flash controller whose flash holds a storage_partition at
+    least as large as the pool; the CMake option TINYSEG_SIM_FLASH adds it and its Kconfig."""
+    report = json.loads((zephyr_project / "memory.json").read_text())
+    nodes = _dts_nodes((zephyr_project / "sim_flash.overlay").read_text())
+    assert 'compatible = "zephyr,sim-flash"' in nodes["tinyseg_sim_flash_controller"]
+    partition = int(re.search(r"reg = <0x0+ (0x[0-9a-f]+)>", nodes["storage_partition"]).group(1), 16)
+    flash = int(re.search(r"reg = <0x0+ (0x[0-9a-f]+)>", nodes["tinyseg_sim_flash"]).group(1), 16)
+    erase_block = int(re.search(r"erase-block-size = <(\d+)>", nodes["tinyseg_sim_flash"]).group(1))
+    assert report["storage_bytes"] <= partition <= flash and partition % erase_block == 0
+    assert "CONFIG_FLASH_SIMULATOR=y" in (zephyr_project / "sim_flash.conf").read_text()
+    cmake = (zephyr_project / "CMakeLists.txt").read_text()
+    option = cmake.index("if(TINYSEG_SIM_FLASH)")
+    assert option < cmake.index("find_package(Zephyr")  # overlays and conf files are read by find_package
+    assert "EXTRA_DTC_OVERLAY_FILE" in cmake[option:] and "EXTRA_CONF_FILE" in cmake[option:]
+
+
+def _prj_conf(project) -> dict:
+    lines = (project / "prj.conf").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith("CONFIG_"))
+
+
+@needs_qemu
+def test_zephyr_main_stack_covers_the_stack_the_model_uses_under_qemu(zephyr_project, tmp_path):
+    """CONFIG_MAIN_STACK_SIZE comes from the model's stack frames: smaller than Zephyr's usual 4 KiB,
+    and what it leaves beside the allowance for main/printk/drivers holds the peak stack the same
+    model uses as Cortex-M7 firmware under QEMU (measured by the firmware's stack painting)."""
+    stack = int(_prj_conf(zephyr_project)["CONFIG_MAIN_STACK_SIZE"])
+    assert stack % zephyr.STACK_ALIGN == 0 and stack < zephyr.DEFAULT_MAIN_STACK
+    model_dir = tmp_path / "m"
+    shutil.copytree(zephyr_project, model_dir)
+    stats = {}
+    x = _input()
+    y = qemu.run(str(model_dir), x, qemu.build(str(model_dir)), stats=stats)
+    np.testing.assert_array_equal(y, tflm_output(TINYUNET_32, x))
+    assert 0 < stats["stack_used"] <= stack - zephyr.ZEPHYR_MAIN_ALLOWANCE
+
+
 def _zephyr_host_build(project, tmp_path, sims, *defines) -> str:
     """The Zephyr project's sources built for the host with the stand-in APIs implemented by
     ``sims`` (tests/zephyr_stubs/*_sim.c)."""
@@ -195,6 +250,26 @@ def test_zephyr_project_on_simulated_flash_matches_tflm(zephyr_project, tmp_path
     assert stats["status"] == 0
     assert stats["output_fnv1a"] == _tflm_hash_of_main_input()
     assert stats["storage_written"] > 0 and stats["storage_read"] > 0
+
+
+def test_zephyr_app_resets_the_board_when_done_under_qemu(zephyr_project, tmp_path):
+    """On a QEMU target main() prints its stats, then resets the board (sys_reboot), which ends
+    QEMU because the project runs it with -no-reboot."""
+    assert "-no-reboot" in (zephyr_project / "CMakeLists.txt").read_text()
+    assert _prj_conf(zephyr_project)["CONFIG_REBOOT"] == "y"
+    exe = _zephyr_host_build(zephyr_project, tmp_path, ["kernel", "flash"], "-DCONFIG_QEMU_TARGET", "-DCONFIG_REBOOT")
+    run = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.rstrip().endswith("stub: sys_reboot(1)")
+    assert parse_stats(run.stdout)["output_fnv1a"] == _tflm_hash_of_main_input()
+    plain = subprocess.run([_zephyr_host_build(zephyr_project, tmp_path, ["kernel", "flash"])], capture_output=True,
+                           text=True, timeout=120)
+    assert "sys_reboot" not in plain.stdout  # real boards keep running
+
+
+@needs_arm_gcc
+def test_zephyr_qemu_exit_compiles_for_cortex_m(zephyr_project):
+    proc = _arm_compile(str(zephyr_project / "src" / "main.c"), "-DCONFIG_QEMU_TARGET", "-DCONFIG_REBOOT")
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +322,54 @@ def test_zephyr_project_with_mapped_storage_compiles(tmp_path):
     for src in glob.glob(str(out / "src" / "*.c")):
         proc = _arm_compile(src)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_zephyr_mapped_storage_counts_the_bytes_read_through_the_mapping(tmp_path):
+    """mmap storage: consumers read the pool in place, and the stats count those reads, so the
+    traffic printed is the report's moved bytes."""
+    out = tmp_path / "p"
+    _compile_project(out, "--ram-budget", "min", "--storage", "mmap", "--project", "zephyr")
+    report = json.loads((out / "memory.json").read_text())
+    assert not (out / "sim_flash.overlay").exists()  # flash storage only
+    stats = _zephyr_host_run(out, tmp_path, ["kernel"])
+    assert stats["status"] == 0 and stats["output_fnv1a"] == _tflm_hash_of_main_input()
+    assert stats["storage_read"] > 0 and stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]
+
+
+# --- module names ---------------------------------------------------------------------------------
+
+def _prefixed_identifiers(directory, prefix):
+    """Identifiers starting with ``prefix`` in the C sources under ``directory``."""
+    found = set()
+    for path in glob.glob(str(directory / "**" / "*.[ch]"), recursive=True) + \
+            glob.glob(str(directory / "**" / "*.ino"), recursive=True) + \
+            glob.glob(str(directory / "**" / "*.cpp"), recursive=True):
+        found.update(re.findall(rf"\b{prefix}\w*", re.sub(r"/\*.*?\*/|//[^\n]*", "", open(path).read(), flags=re.S)))
+    return found
+
+
+def test_zephyr_project_under_a_module_name_matches_tflm(tmp_path):
+    """--module-name seg: the project's code calls seg_run and includes seg_model.h; no tinyseg_
+    name is left in it, and it still prints TFLite Micro's output hash."""
+    out = tmp_path / "p"
+    _compile_project(out, "--ram-budget", "min", "--storage", "file", "--project", "zephyr", "--module-name", "seg")
+    src = out / "src"
+    assert "seg_run(" in (src / "main.c").read_text() and (src / "seg_model.c").is_file()
+    assert not _prefixed_identifiers(src, "tinyseg_") and not _prefixed_identifiers(src, "TINYSEG_")
+    assert "SEG_SIM_FLASH" in (out / "CMakeLists.txt").read_text()
+    stats = _zephyr_host_run(out, tmp_path, ["kernel", "flash"])
+    assert stats["status"] == 0 and stats["output_fnv1a"] == _tflm_hash_of_main_input()
+
+
+@needs_qemu
+def test_qemu_project_under_a_module_name_runs_and_matches_tflm(tmp_path):
+    out = tmp_path / "p"
+    _compile_project(out, "--ram-budget", "16K", "--storage", "file", "--project", "qemu_cortex_m",
+                     "--module-name", "seg")
+    assert "seg_run(" in (out / "main.c").read_text()
+    assert "MODEL_SOURCES = seg_model.c" in (out / "project.mk").read_text()
+    assert not _prefixed_identifiers(out, "tinyseg_run")
+    x = _input(2)
+    stats = {}
+    np.testing.assert_array_equal(qemu.run(str(out), x, qemu.build(str(out)), stats=stats), tflm_output(TINYUNET_32, x))
+    assert stats["storage_written"] > 0

@@ -16,7 +16,7 @@ from conftest import SEEDS, seeded_input, tflm_reference
 from int8_net import ODD, Net
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.passes.int8.lut import _multiply_by_quantized_multiplier
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 RUNTIME = os.path.join(os.path.dirname(host.__file__), "..", "codegen", "runtime")
 RANDOM_OPERANDS = 4_000_000

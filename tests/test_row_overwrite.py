@@ -11,7 +11,7 @@ from tvm.script import tirx as T
 
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.pass_config import register_options
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 from tvm_tinyseg.passes.arena_planner import Buffer, peak_live_bytes, plan_arena
 from tvm_tinyseg.passes.row_overwrite import Overwrite, row_overwrite_lead, with_overwrites
 

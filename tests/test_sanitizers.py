@@ -14,7 +14,7 @@ from conftest import MODELS as MODELS_DIR
 from conftest import seeded_input, zoo
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 CONFIGS = {
     "no_spill": {},

@@ -17,8 +17,8 @@ from tvm_tinyseg.passes.arena_planner import peak_live_bytes
 from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch
 from tvm_tinyseg.passes.lifetime import LifetimeTable, Tensor, analyze_lifetimes
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, Spill, choose_spills
-from tvm_tinyseg.platforms import host
-from tvm_tinyseg.platforms.model_io import io_spec
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards.model_io import io_spec
 
 TINYUNET = os.path.join(MODELS, "tinyunet_80x120.tflite")
 
@@ -201,7 +201,9 @@ def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, co
     smallest, out_dir, exe = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="mmap")
     report = smallest.memory_report
     assert report["arena_bytes"] <= unconstrained
-    _assert_exact(model, out_dir, exe=exe)
+    stats = {}
+    _assert_exact(model, out_dir, stats, exe)
+    assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]  # reads through the map count
     if report["arena_bytes"] < unconstrained:
         assert report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0
         budget = (report["arena_bytes"] + unconstrained) // 2

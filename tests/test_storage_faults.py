@@ -4,7 +4,7 @@ tinyseg_run return a distinct status and never a wrong output.
 Local backends fail through their compile-time injector (tinyseg_backend.h: -DTINYSEG_FAULT=kind,
 -DTINYSEG_FAULT_CALL=n); corrupted data is caught by the integrity mode
 (-DTINYSEG_STORAGE_INTEGRITY). The remote backend faces a misbehaving or vanishing server
-(storage_server.Faults). The model is TinyUNet 32x32 at its smallest arena: one 8 KiB skip tensor
+(tests/faulty_storage_server.py). The model is TinyUNet 32x32 at its smallest arena: one 8 KiB skip tensor
 spilled once and fetched back in streamed row windows."""
 import os
 import shutil
@@ -13,11 +13,13 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import MODELS, seeded_input, tflm_reference
+from faulty_storage_server import Faults, FaultyStorageServer
 
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.platforms import host, qemu
-from tvm_tinyseg.platforms.model_io import RUN_FAILURES
-from tvm_tinyseg.storage_server import Faults, StorageServer
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
+from tvm_tinyseg.boards.model_io import RUN_FAILURES
+from tvm_tinyseg.storage_server import StorageServer
 
 MODEL = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
 RUNTIME = host.RUNTIME_DIR
@@ -166,7 +168,7 @@ REMOTE_FAULTS = [
 def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected, resent):
     out_dir, x, reference = model("uart")
     monkeypatch.setenv("TINYSEG_STORAGE_TIMEOUT_MS", "500")
-    with StorageServer(faults=faults) as server:
+    with FaultyStorageServer(faults) as server:
         status, y = run_status(host.run, out_dir, x, os.path.join(out_dir, host.EXECUTABLE), storage_server=server)
     assert status == expected
     if expected == OK:
@@ -250,7 +252,7 @@ def test_uart_fault_under_qemu_gives_its_status(model, tmp_path, faults, expecte
     out_dir, x, reference = model("uart")
     d = copy_of(out_dir, tmp_path)
     elf = qemu.build(d, extra_cflags=["-DTINYSEG_UART_TIMEOUT_MS=2000u"])
-    with StorageServer(faults=faults) as server:
+    with FaultyStorageServer(faults) as server:
         status, y = run_status(qemu.run, d, x, elf, storage_server=server)
     assert status == expected
     if expected == OK:

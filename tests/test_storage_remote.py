@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import MODELS, run_tinyseg, seeded_input, tflm_reference
 
-from tvm_tinyseg.platforms import host, qemu
+from tvm_tinyseg.boards import host
+from tvm_tinyseg.boards import qemu_cortex_m as qemu
 from tvm_tinyseg.storage_server import (BAD_CRC, MALFORMED, MAX_PAYLOAD, NO_SESSION, OK, OUT_OF_RANGE, StorageServer,
                                         crc16, request_frame, response_frame)
 
@@ -148,8 +149,8 @@ class Client:
 
 
 @pytest.fixture
-def server():
-    with StorageServer(pool_limit=1 << 16, max_clients=4, frame_timeout=0.5) as s:
+def server():  # the test's clients are all this process: let it hold every connection
+    with StorageServer(pool_limit=1 << 16, max_clients=4, max_clients_per_peer=4, frame_timeout=0.5) as s:
         yield s
 
 
@@ -302,6 +303,58 @@ def test_clients_beyond_the_limit_are_turned_away(server):
     clients[0].close()
     assert wait_for(lambda: server.active_clients < server.max_clients)
     assert Client(server).open(16) == (OK, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="peers are told apart through Linux's /proc")
+def test_idle_sockets_of_one_process_do_not_lock_out_a_real_client(compiled_zoo):
+    """One process opens as many connections as the server takes and sends nothing: it gets
+    max_clients_per_peer of them, the C client of another process (the host runner) is served
+    beside it and gives TFLite Micro's output, and the idle ones are dropped after idle_timeout."""
+    _, out_dir, exe = compiled_zoo.get(TINYUNET_32, ram_budget=-1, storage="uart")
+    x = seeded_input([1, 32, 32, 1], "int8", 0)
+    with StorageServer(idle_timeout=3.0) as server:
+        idle = [Client(server) for _ in range(server.max_clients)]
+        assert wait_for(lambda: server.stats["rejected_per_peer"] == server.max_clients - server.max_clients_per_peer)
+        assert server.active_clients == server.max_clients_per_peer
+        stats = {}
+        y = host.run(out_dir, x, exe, stats, storage_server=server)
+        np.testing.assert_array_equal(y, tflm_reference(TINYUNET_32, x))
+        assert stats["status"] == 0 and server.stats["bytes_read"] == stats["storage_read"] > 0
+        assert wait_for(lambda: server.active_clients == 0, seconds=6.0)  # the idle ones, after 3 s
+        assert all(c.sock.recv(1) == b"" for c in idle)
+
+
+def test_the_idle_timeout_is_short_by_default():
+    with StorageServer() as server:
+        assert server.idle_timeout <= 60 and server.max_clients_per_peer < server.max_clients
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--port", "99999"], "argument --port: 99999 is out of range (allowed: 0-65535)"),
+    (["--port", "x"], "argument --port: 'x' is not an integer"),
+    (["--max-clients", "-5"], "argument --max-clients: -5 is out of range (allowed: 1-1024)"),
+    (["--max-clients-per-peer", "0"], "argument --max-clients-per-peer: 0 is out of range"),
+    (["--max-clients", "2", "--max-clients-per-peer", "3"], "--max-clients-per-peer 3 is more than --max-clients 2"),
+    (["--pool-limit", "0"], "argument --pool-limit: 0 is out of range (allowed: 1-4294967295)"),
+    (["--pool-limit", str(1 << 32)], "argument --pool-limit: 4294967296 is out of range"),
+    (["--idle-timeout", "0"], "argument --idle-timeout: 0 is out of range"),
+    (["--idle-timeout", "nan"], "argument --idle-timeout: nan is out of range"),
+    (["--frame-timeout", "-1"], "argument --frame-timeout: -1 is out of range"),
+    (["--host", "no.such.host.invalid"], "cannot listen on no.such.host.invalid:0"),
+])
+def test_command_line_server_refuses_bad_options_in_one_line(arguments, message):
+    proc = subprocess.run([sys.executable, "-m", "tvm_tinyseg.storage_server", *arguments], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("setting", [dict(port=99999), dict(max_clients=-5), dict(max_clients_per_peer=9),
+                                     dict(pool_limit=0), dict(idle_timeout=float("nan"))])
+def test_the_server_class_refuses_bad_settings(setting):
+    with pytest.raises(ValueError, match="out of range"):
+        StorageServer(**setting)
 
 
 def test_stop_closes_every_connection():

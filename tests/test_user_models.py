@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import SEEDS, seeded_input, tflm_reference
+from tvm_tinyseg.frontend.tflite_converter import builtin_code
 from tvm_tinyseg.models import MODELS_DIR
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 USER_MODELS = os.path.join(MODELS_DIR, "user")
 TFLM_OPS_FILE = os.path.join(os.path.dirname(MODELS_DIR), "docs", "tflm_builtin_ops.txt")
@@ -71,8 +72,7 @@ def tflite_ops(path) -> set:
     graph = model.Subgraphs(0)
     ops = set()
     for i in range(graph.OperatorsLength()):
-        code = model.OperatorCodes(graph.Operators(i).OpcodeIndex())
-        ops.add(names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"))
+        ops.add(names.get(builtin_code(model.OperatorCodes(graph.Operators(i).OpcodeIndex())), "CUSTOM"))
     return ops
 
 

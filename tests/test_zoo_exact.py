@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import SEEDS, float_reference, float_zoo, int8_zoo, seeded_input, tflm_reference
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 
 LARGE = ("tinyunet_160x240",)  # end-to-end cases that take tens of seconds: marked slow
 

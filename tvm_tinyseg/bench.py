@@ -5,7 +5,7 @@ when QEMU is installed, the Cortex-M7 firmware's static RAM and instruction coun
 ``tinyseg bench`` and ``benchmarks/baselines.py`` (which writes the committed
 benchmarks/results.{json,md}) both call :func:`measure` and :func:`render_markdown`. Each
 measurement is one function returning a dict of record fields; how each figure is measured is
-written next to the table (:data:`NOTES`).
+written next to the table (bench_notes.md, :data:`NOTES_FILE`).
 """
 import json
 import os
@@ -245,7 +245,7 @@ QEMU_MCPU = "cortex-m7"  # mps2-an500's core
 
 
 def qemu_available() -> bool:
-    from tvm_tinyseg.platforms import qemu
+    from tvm_tinyseg.boards import qemu_cortex_m as qemu
 
     return qemu.available()
 
@@ -266,7 +266,7 @@ def qemu_stats(path) -> dict:
     equal TFLite Micro's (where it runs; else each other), or no figure is reported (RuntimeError)."""
     from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-    from tvm_tinyseg.platforms import qemu
+    from tvm_tinyseg.boards import qemu_cortex_m as qemu
 
     builds, x = {}, None
     with tempfile.TemporaryDirectory(prefix="tinyseg_bench_") as tmp:
@@ -324,7 +324,7 @@ def host_speed(path) -> dict:
 
     from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
-    from tvm_tinyseg.platforms import host
+    from tvm_tinyseg.boards import host
     from tvm_tinyseg.reference import tflm_output
 
     record = {}
@@ -438,79 +438,7 @@ HOST_COLUMNS = [  # (header, key, field that must exist): TFLite Micro installed
     ("host ms vs TFLM, TinySeg min", _host_vs_tflm("tinyseg"), "host_ms_tinyseg"),
 ]
 
-NOTES = """\
-All figures are bytes. Reproduce: `python benchmarks/baselines.py` (writes benchmarks/results.json and this
-file; `--check` recomputes and exits 1 if they differ) or `tinyseg bench MODEL... --json F --markdown F`.
-Models: every int8 `models/*.tflite` (not `*_float`), and two networks as users export them from
-`models/user/` (`benchmarks/baselines.py`'s USER_MODELS).
-
-- **TFLM arena** (`tflm_arena_bytes`): the smallest `arena_size` for which the PyPI tflite-micro interpreter
-  (`runtime.Interpreter.from_file(path, arena_size=n)`) allocates its tensors, found by bisection
-  (n-1 fails). Cross-check: `print_allocations()` (C++ stderr, captured with `os.dup2` on fd 2) prints
-  `Arena allocation total N bytes`; N must allocate and is kept as `tflm_reported_total_bytes` (it exceeds
-  the bisection figure by a few alignment bytes). Its split `head` (planned non-persistent tensors,
-  **including the model's input and output**) / `tail` (persistent runtime structs and per-channel
-  quantization data) is in results.json.
-- **TVM stock**: stock TVM 0.27 on the module its TFLite frontend imports (fake-quant: dequantize → float op
-  → quantize): DispatchSampling, DispatchSortScan, ConvertLayout(conv2d_transpose → NCHW/IOHW), LegalizeOps,
-  AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR, RewriteDataflowReshape, ToNonDataflow,
-  RemovePurityChecking, CallTIRRewrite, StaticPlanBlockMemory under target `c`. *plan* = sum of the
-  `R.memory.alloc_storage` sizes in `main` + every `R.builtin.alloc_tensor` that is not the returned tensor;
-  *workspace* = the largest kernel-internal buffer total (TOPI's unscheduled kernels materialise pad buffers
-  and fused float intermediates; measured by TVM's TIR lowering with StorageRewrite, buffers > 64 B).
-  TVM stock = plan + workspace + input and output (`io_bytes`). null = the flow failed (`tvm_stock_error`).
-- **TVM planner, our int8 module** (`tvm_default_bytes`): the same plan sum for the module tinyseg compiles
-  (`lower_to_kernels(load_model(path).mod)`: integer lowering + fusion + MCU schedule) after ToNonDataflow,
-  RemovePurityChecking, CallTIRRewrite, StaticPlanBlockMemory, plus the largest kernel workspace (0 here),
-  plus `io_bytes`.
-- TVM leaves the function's input (a parameter) and output (the returned tensor) to the caller; TFLM and
-  tinyseg hold both in their arena (tinyseg exposes them as `tinyseg_input_buffer()` /
-  `tinyseg_output_buffer()`). Both TVM figures therefore add `io_bytes`, so every column is the total RAM
-  for activations including input and output.
-- **ours, TinySeg off** (`plain_arena_bytes`): `compile_model(path, tinyseg=False)`: the same kernels and
-  arena planner without TinySeg's passes.
-- **tinyseg arena** (`tinyseg_nospill_bytes`): `compile_model(path).memory_report["arena_bytes"]`: TinySeg's
-  passes (concat and other data movement computed inside the consuming kernel), no spilling;
-  *tinyseg / TFLM* is its ratio to TFLM's arena.
-- **TinySeg min (mmap)** (`tinyseg_min_bytes`): `compile_model(path, ram_budget=SMALLEST_FEASIBLE,
-  storage="mmap")`: the smallest arena any set of spilled tensors reaches (among those, the set moving the
-  fewest bytes). Spilled tensors live in memory-mapped storage and their consumers read them in place (fused
-  fetch), so a spilled tensor takes no RAM after its spill. *min / TFLM* is its ratio to TFLM's arena.
-  results.json also has the storage pool (`tinyseg_storage_bytes`) and each spilled tensor's bytes
-  (`tinyseg_spilled_bytes`).
-- **moved at min** (`tinyseg_moved_bytes`): storage traffic per inference at that arena: each spilled
-  tensor is written once and read once per consumer after its spill (with mmap, read in place).
-- **TinySeg min (file)** (`tinyseg_min_bytes_file`; `tinyseg_moved_bytes_file` etc. in results.json): the
-  same with storage "file" (block storage through read/write calls). The consumer streams the spilled
-  tensor through a rolling ring of rows (StreamStoredRows), so the arena holds a few rows instead of the
-  tensor and each stored row is read once.
-- **peak live**: the largest sum of simultaneously live tensors, input and output included (no plan of these
-  kernels can do better without spilling or tiling); **largest tensor** (`lower_bound_bytes`): the largest
-  single tensor.
-- **weights int8**: constants of our integer kernels; **TVM stock weights**: distinct constants in the stock
-  flow's `main` after FoldConstant (float32: about 4x the int8 weights, in flash).
-- **firmware RAM** (`elf_ram_bytes_nospill`, `elf_ram_bytes`; only when arm-none-eabi-gcc and qemu-system-arm
-  are installed): static RAM (.data, .bss, 4 KiB stack) of the bare-metal Cortex-M7 firmware
-  (microtvm_projects/qemu_cortex_m) of the tinyseg arena build and of TinySeg min (mmap; the storage pool is
-  in the board's PSRAM), each run under QEMU mps2-an500 on one seeded input and checked equal to TFLite
-  Micro's output. **insns** (`insns_nospill`, `insns_tinyseg`): instructions that run executed, when the
-  QEMU runner counts them; *insn overhead* = insns_tinyseg / insns_nospill - 1. The firmware builds are
-  compiled with `mcpu="cortex-m7"` (the int8 dot products use the DSP extension's SMLAD). **insns/MAC**
-  (`insns_per_mac_plain`, `insns_per_mac_tinyseg`; `insns_plain` in results.json): instructions per
-  multiply-accumulate of the model's convolutions (the `macs` of memory.json's `steps`; a transposed
-  convolution counts the taps that contribute) of the build without TinySeg (`tinyseg=False`, also
-  checked equal to TFLite Micro) and of TinySeg min.
-- **host ms vs TFLM** (`host_ms_plain`, `host_ms_tinyseg`, `tflm_invoke_ms`): milliseconds per inference
-  on the machine that ran the benchmark, each the median of 5 runs on one seeded input, measured one after
-  the other: the host build (`cc -O2`, portable C: `host.run(..., timing_runs=5)` times `tinyseg_invoke`)
-  without TinySeg and of TinySeg min (mmap), against the PyPI tflite-micro interpreter's `invoke()`
-  (its reference kernels; the first invoke, which also prepares, is not timed).
-- **Fixed budgets** (second table, `tinyseg_budgets`): by default 90 %, 75 % and 60 % of the tinyseg arena,
-  rounded down to a multiple of 1 KiB (`tinyseg bench --budgets 96K,90%` picks others); each is
-  `compile_model(path, ram_budget=budget, storage="mmap")`, which spills the set moving the fewest bytes
-  whose arena fits. *arena*: the resulting `arena_bytes` (at most the budget); *moved (spilled)*: bytes moved
-  per inference (number of spilled tensors); *infeasible*: `BudgetError` (the budget is below TinySeg min).
-"""
+NOTES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_notes.md")
 
 
 def _bytes(value) -> str:
@@ -560,7 +488,8 @@ def budget_table(records) -> list:
 
 def render_markdown(records, title="Baselines: peak RAM") -> str:
     """The tables and the notes saying how each figure is measured (benchmarks/results.md)."""
-    return render_tables(records, title) + "\n\n" + NOTES
+    with open(NOTES_FILE) as f:
+        return render_tables(records, title) + "\n\n" + f.read()
 
 
 def render_tables(records, title="Baselines: peak RAM") -> str:

@@ -1,26 +1,50 @@
 """The ``tinyseg`` command line.
 
-Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error.
+Exit status: 0 success, 1 a user error (one line on stderr), 2 an internal error, 130 interrupted (Ctrl-C).
 """
 import argparse
-import json
+import contextlib
+import functools
+import logging
 import os
 import re
+import signal
 import sys
+import threading
 
-from tvm_tinyseg import targets
+from tvm_tinyseg import boards, targets
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.pass_config import OPTIONS, STORAGE_KINDS
+from tvm_tinyseg.native_stderr import tvm_logs_hidden
+from tvm_tinyseg.pass_config import MAX_RAM_BUDGET, OPTIONS, STORAGE_KINDS
+from tvm_tinyseg.progress import PROGRESS, StderrHandler
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command stopped by Ctrl-C
+
+
+_log = logging.getLogger("tvm_tinyseg")
+VERBOSITY_LEVELS = {-1: logging.ERROR, 0: PROGRESS, 1: logging.INFO}  # -q, default, -v
 
 
 def _progress(message: str) -> None:
-    print(f"[tinyseg] {message}", file=sys.stderr, flush=True)
+    _log.log(PROGRESS, message)
+
+
+def configure_logging(verbosity: int) -> None:
+    """``[tinyseg] ...`` lines on stderr: -q errors only; default the progress notes and warnings;
+    -v also one line per long step with its time."""
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("[tinyseg] %(message)s"))
+    _log.handlers[:] = [handler]  # main() may run again in one process: replace, never add
+    _log.setLevel(VERBOSITY_LEVELS[verbosity])
 
 
 _SIZE_UNITS = {"": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
+
+
+class _SizeTooLarge(argparse.ArgumentTypeError):
+    """A size no 32-bit microcontroller can address (MAX_RAM_BUDGET)."""
 
 
 def parse_size(text: str) -> int:
@@ -33,7 +57,11 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", value)
     if not match or match.group(2).upper() not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (examples: 131072, 128K, 128KiB, 1M, min)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if size > MAX_RAM_BUDGET:
+        raise _SizeTooLarge(f"size {text!r} is larger than a 32-bit microcontroller's address space "
+                            f"(at most {MAX_RAM_BUDGET} B)")
+    return size
 
 
 def _checked(check):
@@ -69,6 +97,8 @@ def parse_pass_config(text: str) -> tuple:
     if option.type is int:
         try:
             return key, parse_size(value)
+        except _SizeTooLarge as err:
+            raise argparse.ArgumentTypeError(f"{key}: {err}") from None
         except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(f"{key} expects a size in bytes (131072, 128K, 128KiB, 1M, min), "
                                              f"got {value!r}") from None
@@ -106,38 +136,38 @@ def pass_config(args) -> dict:
 def cmd_compile(args) -> int:
     import tvm
 
-    from tvm_tinyseg import projects
     from tvm_tinyseg.driver import compile_model
+    from tvm_tinyseg.output_dir import replacing
     from tvm_tinyseg.pass_config import register_options
 
     config = pass_config(args)
     if config:
         register_options()
-    if args.project and args.module_name != DEFAULT_MODULE_NAME:
-        raise TinySegError(f"--project {args.project} builds one model named {DEFAULT_MODULE_NAME}; "
-                           f"--module-name {args.module_name} is for the plain C output (its NAME.mk/NAME.cmake)")
-    if args.project == "qemu_cortex_m" and args.mcpu not in (None, QEMU_MCPU):
-        raise TinySegError(f"--project qemu_cortex_m is a {QEMU_MCPU} board; --mcpu {args.mcpu} does not match it")
+    if args.project:
+        boards.check_project_mcpu(args.project, args.mcpu)
     board_budget = args.ram_budget if args.ram_budget is not None else config.get("tinyseg.ram_budget")
     export, arena_budget = None, args.ram_budget
     if args.project:  # the board's RAM budget also holds the firmware's stack and state
-        export, arena_budget = projects.exporter(args.project), projects.arena_budget(args.project, board_budget)
+        export, arena_budget = boards.exporter(args.project), boards.arena_budget(args.project, board_budget)
     mcpu = f", mcpu {args.mcpu}" if args.mcpu else ""
-    _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
-    with tvm.transform.PassContext(config=config):
-        result = compile_model(args.model, args.output, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
-                               storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                               mcpu=args.mcpu, module_name=args.module_name,
-                               input_shapes=dict(args.input_shape or []))
-    if export:
-        export(args.output, board_budget)
+    with replacing(args.output, force=args.force) as staging:  # refused before compiling, swapped in after
+        _progress(f"compiling {args.model} (target {args.target}{mcpu}, executor {args.executor})")
+        with tvm.transform.PassContext(config=config):
+            result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
+                                   storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
+                                   mcpu=args.mcpu, module_name=args.module_name,
+                                   input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c)
+        result.write(staging)
+        if export:
+            export(staging, board_budget)
     report = result.memory_report
     spilled = ""
     if report["spilled"]:
         spilled = (f", {len(report['spilled'])} tensors spilled to {report['storage']} storage "
                    f"({report['storage_bytes']} B, {report['moved_bytes']} B moved per inference)")
-    print(f"wrote {args.output}: arena {report['arena_bytes']} B, weights {report['weight_bytes']} B, "
-          f"{report['kernels']} kernels{spilled}" + (f"; {args.project} project" if args.project else ""))
+    if args.verbosity >= 0:
+        print(f"wrote {args.output}: arena {report['arena_bytes']} B, weights {report['weight_bytes']} B, "
+              f"{report['kernels']} kernels{spilled}" + (f"; {args.project} project" if args.project else ""))
     return EXIT_OK
 
 
@@ -160,12 +190,11 @@ def cmd_analyze(args) -> int:
 def cmd_run(args) -> int:
     import numpy as np
 
-    from tvm_tinyseg.platforms import host
-    from tvm_tinyseg.platforms.model_io import io_spec
+    from tvm_tinyseg.boards.model_io import io_spec
+    from tvm_tinyseg.model_dir import memory_report
 
-    if not os.path.isfile(os.path.join(args.dir, "io.json")):
-        raise TinySegError(f"{args.dir}: not a compiled model directory (no io.json; run 'tinyseg compile' first)")
     spec = io_spec(args.dir)
+    memory_report(args.dir)  # damaged or missing: said now, not by the build
     inputs, outputs = spec["inputs"], spec["outputs"]
     if args.input and len(args.input) != len(inputs):
         raise TinySegError(f"{len(args.input)} --input given; the model has {len(inputs)} inputs "
@@ -173,63 +202,54 @@ def cmd_run(args) -> int:
     if args.output and len(args.output) != len(outputs):
         raise TinySegError(f"{len(args.output)} --output given; the model has {len(outputs)} outputs: "
                            "give one --output per output, in order")
-    name = spec.get("module_name", DEFAULT_MODULE_NAME)
-    if args.platform != "host" and (len(inputs) > 1 or len(outputs) > 1 or name != DEFAULT_MODULE_NAME):
-        raise TinySegError(f"--platform {args.platform} runs single-input, single-output models compiled without "
-                           "--module-name; use --platform host")
+    if args.platform != "host" and (len(inputs) > 1 or len(outputs) > 1):
+        raise TinySegError(f"--platform {args.platform} runs single-input, single-output models; use --platform host")
     xs = []
     for i, want in enumerate(inputs):
         if not args.input:
             xs.append(np.zeros(want["shape"], dtype=want["dtype"]))
             continue
         try:
-            xs.append(np.load(args.input[i]))
-        except (OSError, ValueError) as err:
+            array = np.load(args.input[i])
+        except (OSError, ValueError, EOFError) as err:
             raise TinySegError(f"{args.input[i]}: cannot read input array ({err})") from None
+        if not isinstance(array, np.ndarray):  # an .npz archive
+            array.close()
+            raise TinySegError(f"{args.input[i]}: an .npz archive; give each input as an .npy file (numpy.save)")
+        xs.append(array)
     x = xs[0] if len(xs) == 1 else xs
-    if args.platform == "qemu":
-        _check_mcpu_for_qemu(args.dir)
-    if (args.profile or args.json) and args.platform != "qemu":
+    kind = boards.kind_for_platform(args.platform)
+    board = boards.board(kind.name)
+    profile = {"profile": True} if args.profile or args.json else {}
+    if profile and args.platform != "qemu":
         raise TinySegError("--profile counts instructions under QEMU: use it with --platform qemu")
     _progress(f"building {args.dir} for {args.platform}")
     stats = {}
-    if args.platform == "qemu":
-        from tvm_tinyseg.platforms import qemu
-
-        profile = bool(args.profile or args.json)
-        y = qemu.run(args.dir, x, qemu.build(args.dir, ram_budget=args.ram_budget, profile=profile), stats,
-                     profile=profile)
-    elif args.platform == "avr":
-        from tvm_tinyseg.platforms import avr
-
-        avr.build(args.dir)
-        y = avr.run(args.dir, x, stats)
-    else:
-        y = host.run(args.dir, x, host.build(args.dir), stats)
+    artifact = board.build(args.dir, **({"ram_budget": args.ram_budget} if kind.ram_budget else {}), **profile)
+    y = board.run(args.dir, x, artifact, stats=stats, **profile)
     ys = y if isinstance(y, list) else [y]
     for i, array in enumerate(ys):
         if args.output:
-            np.save(args.output[i], array)
+            try:
+                np.save(args.output[i], array)
+            except OSError as err:
+                raise TinySegError(f"{args.output[i]}: cannot write the output array ({err.strerror or err})") \
+                    from None
         print(f"output {array.dtype} {list(array.shape)}" + (f" written to {args.output[i]}" if args.output else ""))
     print(f"storage: {stats.get('storage_written', 0)} B written, {stats.get('storage_read', 0)} B read")
-    if args.platform == "qemu":
-        print(f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
-              f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B")
-        print(f"instructions: {stats['instructions']}")
-        if args.profile or args.json:
-            _report_profile(args, stats)
-    if args.platform == "avr":
-        print(f"ATmega2560: static SRAM {stats['sram_bytes']} B of 8192 ({stats['stack_free']} B never touched by "
-              f"the stack), flash {stats['flash_bytes']} B; tinyseg_run {stats['run_us'] / 1e6:.2f} s at 16 MHz")
+    for line in board.stats_lines(stats):
+        print(line)
+    if profile:
+        _report_profile(args, stats)
     return EXIT_OK
 
 
 def _report_profile(args, stats: dict) -> None:
     """The per-kernel table of a profile run (--profile) and its JSON (--json FILE)."""
     from tvm_tinyseg import profile
+    from tvm_tinyseg.model_dir import memory_report
 
-    with open(os.path.join(args.dir, "memory.json")) as f:
-        steps = json.load(f).get("steps")
+    steps = memory_report(args.dir).get("steps")
     if steps is None:
         raise TinySegError(f"{args.dir}: memory.json lists no steps (compiled by an older tinyseg); compile again")
     try:
@@ -242,21 +262,6 @@ def _report_profile(args, stats: dict) -> None:
         with open(args.json, "w") as f:
             f.write(profile.profile_json(rows, stats["instructions"]))
         print(f"wrote {args.json}")
-
-
-QEMU_MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
-
-
-def _check_mcpu_for_qemu(model_dir: str) -> None:
-    """A model compiled with --mcpu for another core is not run on the Cortex-M7 board."""
-    try:
-        with open(os.path.join(model_dir, "memory.json")) as f:
-            mcpu = json.load(f).get("mcpu")
-    except (OSError, ValueError) as err:
-        raise TinySegError(f"{model_dir}: cannot read memory.json ({err}); compile the model again") from None
-    if mcpu not in (None, QEMU_MCPU):
-        raise TinySegError(f"{model_dir} was compiled for --mcpu {mcpu}; the QEMU board (mps2-an500) is a "
-                           f"{QEMU_MCPU}: compile with --mcpu {QEMU_MCPU} (or without --mcpu)")
 
 
 def _parse_budgets(text: str):
@@ -290,95 +295,10 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
-DEMO_BUILDS = (  # label, compile_model options
-    ("without TinySeg", dict(tinyseg=False)),
-    ("TinySeg, no budget", dict()),
-    ("TinySeg min, file", dict(ram_budget=-1, storage="file")),
-    ("TinySeg min, mmap", dict(ram_budget=-1, storage="mmap")),
-)
-
-
-DEMO_BOARD_RAM = 128 * 1024  # the QEMU board's RAM: .data, .bss (the arena) and the stack
-
-
 def cmd_demo(args) -> int:
-    """The README's main job: the bundled TinyUNet compiled without TinySeg and with it (fusion
-    alone, then spilling to block and to memory-mapped storage at the smallest feasible arena), each
-    run on the host and checked against TFLite Micro, whose own arena is measured beside; then, when
-    QEMU is installed, the same on a Cortex-M7 board with DEMO_BOARD_RAM bytes of RAM, where the
-    build without TinySeg does not link and the TinySeg builds (each storage kind) run."""
-    import numpy as np
+    from tvm_tinyseg.demo import demo
 
-    from tvm_tinyseg.driver import compile_model
-    from tvm_tinyseg.models import model_path
-    from tvm_tinyseg.platforms import host, qemu
-
-    model = model_path("tinyunet_80x120.tflite")
-    x = np.random.default_rng(0).integers(-128, 128, size=(1, 80, 120, 3), dtype=np.int8)
-    try:
-        from tvm_tinyseg.reference import tflm_arena, tflm_output
-
-        reference, tflm_bytes = tflm_output(model, x), tflm_arena(model)["tflm_arena_bytes"]
-    except ImportError:
-        reference = tflm_bytes = None
-
-    def verdict(y):
-        if reference is None:
-            return "n/a (tflite-micro not installed)", True
-        wrong = int(np.count_nonzero(y != reference))
-        return ("identical" if wrong == 0 else f"{wrong} values differ"), wrong == 0
-
-    print(f"{'build':<20} {'arena B':>9} {'vs TFLM':>8} {'moved B':>9}  output vs TFLite Micro")
-    if tflm_bytes:
-        print(f"{'TFLite Micro':<20} {tflm_bytes:>9} {'100%':>8} {0:>9}  (reference)")
-    agree = True
-    for label, options in DEMO_BUILDS:
-        out_dir = os.path.join(args.output, label.lower().replace(",", "").replace(" ", "_"))
-        _progress(f"compiling {os.path.basename(model)} ({label}) → {out_dir}")
-        report = compile_model(model, out_dir, **options).memory_report
-        text, same = verdict(host.run(out_dir, x, host.build(out_dir)))
-        agree = agree and same
-        share = f"{100 * report['arena_bytes'] / tflm_bytes:.0f}%" if tflm_bytes else "n/a"
-        print(f"{label:<20} {report['arena_bytes']:>9} {share:>8} {report['moved_bytes']:>9}  {text}")
-    if not qemu.available():
-        print("QEMU board: skipped (qemu-system-arm / arm-none-eabi-gcc not installed)")
-        return EXIT_OK if agree else EXIT_INTERNAL_ERROR
-    return EXIT_OK if _demo_board(args.output, model, x, verdict) and agree else EXIT_INTERNAL_ERROR
-
-
-def _demo_board(output: str, model: str, x, verdict) -> bool:
-    """The demo on QEMU: without TinySeg the firmware overflows the board's RAM at link time; with
-    TinySeg it links, runs on each storage kind and matches TFLite Micro."""
-    from tvm_tinyseg import projects
-    from tvm_tinyseg.driver import compile_model
-    from tvm_tinyseg.platforms import qemu
-
-    board = DEMO_BOARD_RAM
-    arena_budget = projects.arena_budget("qemu_cortex_m", board)
-    print(f"\nQEMU mps2-an500 (Cortex-M7) with {board // 1024} KiB of RAM for .data, .bss and the stack:")
-    print(f"{'build':<20} {'static RAM B':>12} {'instructions':>14} {'moved B':>9}  output vs TFLite Micro")
-    plain = os.path.join(output, "board_without_tinyseg")
-    _progress(f"compiling without TinySeg → {plain}")
-    compile_model(model, plain, tinyseg=False)
-    try:
-        qemu.build(plain, ram_budget=board)
-        print(f"{'without TinySeg':<20} links — the board is not small enough to show anything")
-        return False
-    except TinySegError as err:
-        print(f"{'without TinySeg':<20} does not link: {str(err).split(': ', 2)[-1]}")
-    agree = True
-    for storage in ("mmap", "file", "uart"):
-        out_dir = os.path.join(output, f"board_tinyseg_{storage}")
-        _progress(f"compiling with TinySeg, {storage} storage, arena budget {arena_budget} B → {out_dir}")
-        report = compile_model(model, out_dir, ram_budget=arena_budget, storage=storage).memory_report
-        stats = {}
-        _progress(f"building and running the firmware under QEMU ({storage})")
-        y = qemu.run(out_dir, x, qemu.build(out_dir, ram_budget=board), stats)
-        text, same = verdict(y)
-        agree = agree and same
-        print(f"{'TinySeg, ' + storage:<20} {stats['static_ram_bytes']:>12} {stats['instructions']:>14} "
-              f"{report['moved_bytes']:>9}  {text}")
-    return agree
+    return EXIT_OK if demo(args.output, progress=_progress) else EXIT_INTERNAL_ERROR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -396,14 +316,31 @@ def _add_input_shape(p) -> None:
                         "a dynamic batch alone is fixed to 1)")
 
 
+def _add_verbosity(parser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also log each long step (import, lowering, spill search, placement, C emission, "
+                            "board build) with its time")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="print errors only (no progress notes, warnings or compile summary)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyseg", description=(
         "Compile quantized segmentation models to plain C for microcontrollers (TVM + TinySeg)."))
+    _add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
+    verbosity = _Parser(add_help=False)  # -q/-v also after the command; unset there, the global one holds
+    _add_verbosity(verbosity, argparse.SUPPRESS)
+    sub.add_parser = functools.partial(sub.add_parser, parents=[verbosity])
 
     p = sub.add_parser("compile", help="compile a .tflite/.onnx model to C sources, header and memory.json")
     p.add_argument("model", help="the model file (.tflite or .onnx)")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True,
+                   help="output directory, replaced whole when the compile succeeds (files of an earlier compile "
+                        "that this one does not write are removed)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an output directory that holds files tinyseg did not write (they are kept)")
     p.add_argument("--target", type=_checked(targets.check_target), default="c",
                    help="code to emit: only 'c' (plain C99, no TVM runtime)")
     p.add_argument("--mcpu", type=_checked(targets.check_mcpu), metavar="CPU",
@@ -420,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors are spilled to storage to meet it")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    p.add_argument("--no-check-c", action="store_true",
+                   help="do not parse the generated C with the host compiler (cc -fsyntax-only) before writing it")
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")
     _add_input_shape(p)
-    p.add_argument("--project", choices=["qemu_cortex_m", "zephyr", "arduino"],
+    p.add_argument("--project", choices=boards.project_kinds(),
                    help="also write a ready board project into the output directory (its RAM budget: --ram-budget)")
     p.set_defaults(func=cmd_compile)
 
@@ -441,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="build a compiled model and run it on one input")
     p.add_argument("dir", help="a directory written by 'tinyseg compile'")
-    p.add_argument("--platform", choices=["host", "qemu", "avr"], default="host",
+    p.add_argument("--platform", choices=boards.platforms(), default="host",
                    help="host: the host C compiler; qemu: Cortex-M7 firmware under QEMU (mps2-an500); "
                         "avr: the Arduino sketch (arduino-builder) in simavr, ATmega2560")
     p.add_argument("--ram-budget", type=parse_size, metavar="SIZE",
@@ -473,14 +412,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_interrupt() -> int:
+    print("tinyseg: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        args = build_parser().parse_args(argv)  # imports TVM: seconds
+        configure_logging(args.verbosity)
+        with contextlib.nullcontext() if os.environ.get("TINYSEG_DEBUG") else tvm_logs_hidden():
+            return _run(args, interrupted)
+    except KeyboardInterrupt:
+        return _report_interrupt()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(args, interrupted: list) -> int:
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return _report_interrupt()
     except TinySegError as err:
+        if interrupted:  # a tool run by the command failed because Ctrl-C reached it too
+            return _report_interrupt()
         print(f"tinyseg: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as err:  # a bug of ours: say so, keep it to one line unless asked
+        if interrupted:  # e.g. TVM turning the interrupt into an error of its own
+            return _report_interrupt()
         if os.environ.get("TINYSEG_DEBUG"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

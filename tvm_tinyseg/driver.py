@@ -4,32 +4,38 @@ Each stage hands the next a plain object (ImportedModel, IRModule, MemoryPlan, C
 tests and benchmarks can stop at any of them; the memory plan is tvm_tinyseg/memory_planning.py's.
 """
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from tvm_tinyseg import __version__
 from tvm_tinyseg.codegen import emit_c
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, check_module_name, rename
+from tvm_tinyseg.codegen.check_c import check_generated_c
 from tvm_tinyseg.codegen.model_files import write_model_dir
 from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
-from tvm_tinyseg.errors import UnsupportedModelError
+from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
-from tvm_tinyseg.pass_config import TinySegOptions, current_options
+from tvm_tinyseg.pass_config import TinySegOptions, check_options, current_options
 from tvm_tinyseg.profile import step_records
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
+from tvm_tinyseg.output_dir import replacing
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
 from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
+from tvm_tinyseg.progress import timed
 from tvm_tinyseg.targets import check_mcpu, has_dsp
 
 C_TARGET = "c"
+_log = logging.getLogger(__name__)
 
 
 def kernel_passes(options: TinySegOptions):
@@ -59,7 +65,9 @@ def lower_to_kernels(mod: tvm.IRModule, options: TinySegOptions = None) -> Memor
     scheduled to need no workspace."""
     options = options or TinySegOptions()
     with tvm.target.Target(C_TARGET):
-        return plan_memory(tvm.transform.Sequential(kernel_passes(options))(mod), options)
+        with timed(_log, "lowering to kernels"):
+            lowered = tvm.transform.Sequential(kernel_passes(options))(mod)
+        return plan_memory(lowered, options)
 
 
 def spill_report(table: LifetimeTable) -> list:
@@ -150,42 +158,61 @@ class CompileResult:
                         __version__, {"memory.json": self.memory_report, "io.json": self.io_spec})
 
 
+def _check_finite_constants(path, table: LifetimeTable) -> None:
+    """Constants folded from the model's (e.g. the square root of a negative one) are finite:
+    the reference computes NaN or infinity from them, and C has no literal for them."""
+    for i, constant in enumerate(table.constants):
+        if constant.dtype.kind == "f" and not np.all(np.isfinite(constant)):
+            raise ModelFileError(f"{path}: the model's constants compute NaN or infinity "
+                                 f"({np.count_nonzero(~np.isfinite(constant))} values of weight #{i})")
+
+
 def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
     """The current PassContext's TinySeg options, with explicit (non-None) overrides applied."""
     options = dataclasses.replace(current_options(), **{k: v for k, v in overrides.items() if v is not None})
-    return dataclasses.replace(options, enable=options.enable and tinyseg)
+    return check_options(dataclasses.replace(options, enable=options.enable and tinyseg))
 
 
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
                   fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
-                  module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None) -> CompileResult:
+                  module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None,
+                  check_c: bool = True) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
     memory.json; for a DSP core (``targets.DSP_MCPUS``) the int8 dot products use SMLAD. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
-    other than the batch (which is fixed to 1)."""
+    other than the batch (which is fixed to 1). ``check_c`` parses the generated C with the host
+    compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error.
+    ``out_dir`` is replaced whole (output_dir.replacing; files this tool did not write are kept)."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
                               planner=planner)
-    model = load_model(path, input_shapes)
+    with timed(_log, f"import {os.path.basename(str(path))}"):
+        model = load_model(path, input_shapes)
     try:
         memory = lower_to_kernels(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
-    kernels = build_c_kernels(memory.mod, dsp=has_dsp(mcpu))
-    table, plan, storage_plan = memory.table, memory.arena, memory.storage
-    result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
-    io = result.io_spec
-    files = {
-        "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets, __version__),
-        "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io, storage_plan.offsets,
-                                                    mapped_storage=options.storage == "mmap"),
-    }
+    _check_finite_constants(path, memory.table)
+    with timed(_log, "C emission"):
+        kernels = build_c_kernels(memory.mod, dsp=has_dsp(mcpu))
+        table, plan, storage_plan = memory.table, memory.arena, memory.storage
+        result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
+        io = result.io_spec
+        files = {
+            "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets,
+                                                        __version__),
+            "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io,
+                                                        storage_plan.offsets, mapped_storage=options.storage == "mmap"),
+        }
     result.files = {rename(name, module_name): rename(text, module_name) for name, text in files.items()}
+    if check_c:
+        check_generated_c(result)
     if out_dir is not None:
-        result.write(out_dir)
+        with replacing(out_dir, force=True) as staging:
+            result.write(staging)
     return result

@@ -15,12 +15,14 @@ When step 3 overshoots the budget, steps 1-2 are repeated for a budget tighter b
 failing that, the spill set of the smallest arena is used if it fits, else :class:`BudgetError`
 names the user's budget and that arena, which this function really planned.
 """
+import logging
 from dataclasses import dataclass
 
 import tvm
 
 from tvm_tinyseg.codegen.emit_c import workspace_buffer
 from tvm_tinyseg.pass_config import TinySegOptions
+from tvm_tinyseg.progress import Accumulated
 from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, peak_live_bytes, plan_arena
 from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch, reads_in_place
 from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
@@ -29,6 +31,7 @@ from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, choose_spills
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 
+_log = logging.getLogger(__name__)
 MAX_BUDGET_ROUNDS = 3  # spill sets tried for a budget before falling back to the smallest arena
 TIMELINE_WIDTH = 64  # characters standing for the arena in MemoryPlan.to_text
 
@@ -158,29 +161,49 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
     """The memory plan of ``mod`` (one ``call_tir`` per kernel, nothing spilled yet) under
     ``options``: with TinySeg enabled and ``options.ram_budget`` set, the spill set moving the
     fewest bytes whose real arena fits the budget (``SMALLEST_FEASIBLE``: the smallest arena).
-    Raises BudgetError naming the budget and the smallest arena found when none fits."""
+    Raises BudgetError naming the budget and the smallest arena found when none fits. Logs the
+    time of the spill search and of the placements (progress.py)."""
+    search, placement = Accumulated(), Accumulated()
+
+    def place(spills) -> MemoryPlan:
+        with placement:
+            return plan_for_spills(mod, spills, options)
+
+    try:
+        return _plan(mod, options, place, search)
+    finally:
+        search.log(_log, "spill search")
+        placement.log(_log, f"rewrite and arena placement ({options.planner} planner)")
+
+
+def _plan(mod: tvm.IRModule, options: TinySegOptions, place, search: Accumulated) -> MemoryPlan:
     budget = options.ram_budget
     if not (options.enable and budget):
-        plan = plan_for_spills(mod, [], options)
+        plan = place([])
         if budget > 0 and plan.arena.size > budget:
             raise budget_error(budget, plan.arena.size)
         return plan
-    choose = _spill_chooser(mod, options)
+    spill_chooser = _spill_chooser(mod, options)
+
+    def choose(target: int) -> list:
+        with search:
+            return spill_chooser(target)
+
     if budget == SMALLEST_FEASIBLE:
-        return plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+        return place(choose(SMALLEST_FEASIBLE))
     target = budget
     for _ in range(MAX_BUDGET_ROUNDS):
         try:
             spills = choose(target)
         except BudgetError:  # the spill planner's estimate: the real smallest arena is found below
             break
-        plan = plan_for_spills(mod, spills, options)
+        plan = place(spills)
         if plan.arena.size <= budget:
             return plan
         target -= plan.arena.size - budget  # buffers the spill planner did not foresee: aim lower
         if target <= 0:
             break
-    smallest = plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+    smallest = place(choose(SMALLEST_FEASIBLE))
     if smallest.arena.size <= budget:
         return smallest
     raise budget_error(budget, smallest.arena.size)

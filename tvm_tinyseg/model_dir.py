@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from tvm_tinyseg.codegen.c_api import rename
 from tvm_tinyseg.errors import TinySegError
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "codegen", "runtime")
@@ -61,18 +62,46 @@ def runtime_headers() -> list:
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(RUNTIME_DIR, "*.h")))
 
 
-def memory_report(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "memory.json")
+def read_report(model_dir: str, name: str, fields: dict) -> dict:
+    """JSON object ``name`` (memory.json, io.json) of a compiled model directory, after checking it
+    has ``fields`` ({key: type}); TinySegError if it is missing or damaged."""
+    path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
-        raise TinySegError(f"{model_dir}: not a compiled model directory (no memory.json; run 'tinyseg compile')")
-    with open(path) as f:
-        return json.load(f)
+        raise TinySegError(f"{model_dir}: not a compiled model directory (no {name}; run 'tinyseg compile')")
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TinySegError(f"{model_dir}: cannot read {name} ({err}); compile the model again") from None
+    values = report if isinstance(report, dict) else {}
+    missing = [key for key, kind in fields.items() if not isinstance(values.get(key), kind)]
+    if missing:
+        raise TinySegError(f"{model_dir}: {name} is damaged ({missing[0]!r} missing or of the wrong type); "
+                           "compile the model again")
+    return report
+
+
+def memory_report(model_dir: str) -> dict:
+    report = read_report(model_dir, "memory.json", {"storage": str, "storage_bytes": int, "arena_bytes": int})
+    if report["storage"] not in STORAGE_BACKENDS["model"]:
+        raise TinySegError(f"{model_dir}: memory.json is damaged (unknown storage {report['storage']!r}); "
+                           "compile the model again")
+    return report
 
 
 def copy_files(src_dir: str, names, dst_dir: str) -> None:
     os.makedirs(dst_dir, exist_ok=True)
     for name in names:
         shutil.copy(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+
+
+def copy_template(src_dir: str, names, dst_dir: str, module_name: str) -> None:
+    """Copy a board template's files with the module's prefix in their text (their names are the
+    project's own and stay): the board's code calls NAME_run and includes NAME_model.h."""
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in names:
+        with open(os.path.join(src_dir, name)) as f:
+            write_text(os.path.join(dst_dir, name), rename(f.read(), module_name))
 
 
 def write_text(path: str, text: str) -> None:

@@ -14,8 +14,10 @@ pipeline's keyword arguments).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,8 @@ OPTIONS = (
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
+
+MAX_RAM_BUDGET = 2**32 - 1  # the largest size_t of the 32-bit microcontrollers the C is for
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ def check_options(options: TinySegOptions) -> TinySegOptions:
     if options.ram_budget < -1:
         raise TinySegError(f"tinyseg.ram_budget must be >= 0 bytes (0 = no budget, -1 = the smallest feasible), "
                            f"got {options.ram_budget}")
+    if options.ram_budget > MAX_RAM_BUDGET:
+        raise TinySegError(f"tinyseg.ram_budget {options.ram_budget} B is larger than a 32-bit microcontroller's "
+                           f"address space (at most {MAX_RAM_BUDGET} B)")
     if options.storage not in STORAGE_KINDS:
         raise TinySegError(f"tinyseg.storage must be one of {_allowed(STORAGE_KINDS)}, got {options.storage!r}")
     from .passes.arena_planner import PLANNERS
@@ -155,22 +162,40 @@ def _tvm_compiler_library() -> str:
     return path
 
 
-def _complete_elf(path: str) -> bool:
-    """Whether ``path`` holds a whole ELF file: its section headers (at the end) are all there."""
+def _sha256(path: str) -> str:
     with open(path, "rb") as f:
-        header = f.read(64)
-    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit ELF only (the one built here)
-        return False
-    order = "little" if header[5] == 1 else "big"
-    sections_end = (int.from_bytes(header[0x28:0x30], order)
-                    + int.from_bytes(header[0x3A:0x3C], order) * int.from_bytes(header[0x3C:0x3E], order))
-    return os.path.getsize(path) >= sections_end
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def checked_build(build) -> str:
+    """``build()``'s library path, after checking a cached library has the bytes it had when it
+    was built (its SHA-256, recorded beside it as ``LIBRARY.sha256``): one truncated or damaged
+    since (a full disk, a killed build, a bad copy), or without a record, is rebuilt, not loaded —
+    loading it could end the process with SIGBUS or SIGSEGV."""
+    started = time.time()
+    path = build()
+    record = path + ".sha256"
+    if os.path.getmtime(path) < started - 1:  # from the cache, not built by this call
+        try:
+            with open(record) as f:
+                intact = f.read().strip() == _sha256(path)
+        except OSError:
+            intact = False
+        if not intact:
+            os.unlink(path)
+            path = build()
+    try:
+        with open(record, "w") as f:
+            f.write(_sha256(path) + "\n")
+    except OSError:  # a read-only cache: checked again (and rebuilt) next time
+        pass
+    return path
 
 
 def _registrar():
     """``register_config_option(key, type)`` from native/pass_config.cc, built by tvm_ffi (cached
     under $TVM_FFI_CACHE_DIR, default ~/.cache/tvm-ffi, per source text: the TVM version is part of
-    it, as the code depends on TVM's C++ ABI). A truncated cached library is rebuilt, not loaded."""
+    it, as the code depends on TVM's C++ ABI). A damaged cached library is rebuilt (checked_build)."""
     import tvm
     import tvm_ffi.cpp
 
@@ -183,10 +208,7 @@ def _registrar():
             extra_ldflags=[library, f"-Wl,-rpath,{os.path.dirname(library)}"])
 
     try:
-        path = build()
-        if not _complete_elf(path):  # a cached build cut short: loading it would crash (SIGBUS)
-            os.unlink(path)
-            path = build()
+        path = checked_build(build)
     except Exception as e:  # noqa: BLE001 - a missing compiler or ninja, a failed build: one line
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         first = next((ln for ln in lines if "error" in ln.lower() and "ninja" not in ln.lower()), lines[0] if lines

@@ -109,13 +109,15 @@ def workspace_buffer(step: int) -> str:
 
 def _c_literal(value, dtype) -> str:
     if dtype == np.float32:
-        return repr(float(value)) + "f" if np.isfinite(value) else "0.0f"
+        return repr(float(value)) + "f"
     return str(int(value))
 
 
 def _const_array(name: str, array: np.ndarray, qualifier: str = "") -> str:
     flat = array.reshape(-1)
     ctype = C_TYPES[str(array.dtype)]
+    if array.dtype.kind == "f" and not np.all(np.isfinite(flat)):  # the frontends refuse such models
+        raise ValueError(f"constant {name} holds a non-finite value; C has no literal for it")
     if ctype == "int32_t":  # INT32_MIN cannot be written as a plain literal
         items = [f"(int32_t){int(v)}" if v == np.iinfo(np.int32).min else str(int(v)) for v in flat]
     else:
@@ -281,6 +283,9 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         calls.append(_step_call(table, step, pointer, offsets, storage_offsets, kernels))
         if reads_storage and not mapped_storage and _reads_storage(table, step):
             calls.append("  TINYSEG_TRY(tinyseg_stream_status);")
+        if reads_storage and mapped_storage and _reads_storage(table, step):  # counted like the backend's reads
+            read = sum(table.tensors[a].nbytes for a in step.args if isinstance(a, str) and table.tensors[a].in_storage)
+            calls.append(f"  tinyseg_storage_bytes_read += {read}u;  /* read in place through the mapping */")
         calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
     calls.append("  TINYSEG_PROFILE_MARK();")
     for i, name in enumerate(table.outputs):

@@ -1,11 +1,13 @@
 """Model frontends: a .tflite or .onnx file → validated Relax IRModule (``ImportedModel``)."""
 import os
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
+from .builder_cleanup import close_builders
 from .model import ImportedModel, TensorInfo
 from .onnx_model import load_onnx
 from .tflite_model import load_tflite
@@ -24,8 +26,13 @@ def load_model(path, input_shapes: dict = None) -> ImportedModel:
     loader = _LOADERS.get(os.path.splitext(path)[1].lower())
     if loader is None:
         raise ModelFileError(f"{path}: unknown model format (expected .tflite or .onnx)")
-    model = loader(path, input_shapes)
+    try:
+        model = loader(path, input_shapes)
+    except Exception as err:
+        close_builders(err)
+        raise
     _check_static_nonempty_shapes(path, model.mod)
+    _check_finite_constants(path, model.mod)
     return model
 
 
@@ -47,6 +54,21 @@ def _check_static_nonempty_shapes(path, mod) -> None:
                 raise UnsupportedModelError(
                     f"{path}: {op} produces a tensor of shape {[_dim(d) for d in dims]} "
                     "(empty or dynamic); check the model's windows, strides and input size")
+
+
+def _check_finite_constants(path, mod) -> None:
+    """Float constants as imported, after the frontends' folding (e.g. a square root of a
+    negative constant), must be finite: the reference would compute NaN or infinity from them."""
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            constants = []
+            relax.analysis.post_order_visit(
+                binding.value, lambda e: constants.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
+            for constant in constants:
+                values = constant.value.numpy()
+                if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+                    raise ModelFileError(f"{path}: a constant used by '{binding.var.name_hint}' is not finite "
+                                         f"({np.count_nonzero(~np.isfinite(values))} NaN or infinite values)")
 
 
 __all__ = ["ImportedModel", "TensorInfo", "load_model"]

@@ -1,11 +1,12 @@
 """Model inputs with dynamic dimensions: a dynamic batch (TFLite ``shape_signature`` -1, an ONNX
-symbolic dimension) is fixed to 1 with a note on stderr; any other dynamic dimension needs the
+symbolic dimension) is fixed to 1 with a warning (logged); any other dynamic dimension needs the
 user's shape (``--input-shape NAME:1x128x128x3``, tvmc's convention; ``input_shapes=`` in the API)."""
-import sys
+import logging
 
 from tvm_tinyseg.errors import TinySegError, UnsupportedModelError
 
 OPTION = "--input-shape"
+_log = logging.getLogger(__name__)
 
 
 def parse_input_shape(text: str) -> tuple:
@@ -31,8 +32,7 @@ def resolve(path, name, dims, input_shapes) -> tuple:
                                         f"the input's shape {shown}")
         return given
     if dims and dims[0] is None and all(d is not None for d in dims[1:]):
-        print(f"[tinyseg] note: {path}: input '{name}' has a dynamic batch dimension; fixed to 1",
-              file=sys.stderr, flush=True)
+        _log.warning("note: %s: input '%s' has a dynamic batch dimension; fixed to 1", path, name)
         return (1, *dims[1:])
     if any(d is None for d in dims):
         shown = "x".join("?" if d is None else str(d) for d in dims)

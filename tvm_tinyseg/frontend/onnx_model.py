@@ -3,7 +3,9 @@ import contextlib
 import io
 import os
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
@@ -57,8 +59,56 @@ def _check_quantization(path, graph, initializers) -> bool:
                 raise UnsupportedModelError(
                     f"{path}: quantized ONNX model ({node.op_type} node #{i} '{node.name}', {dtype}); only int8 "
                     "and uint8 quantization is supported")
+            scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
+            if scale is not None and np.any(numpy_helper.to_array(scale) <= 0):
+                raise ModelFileError(f"{path}: {node.op_type} node #{i} '{node.name}' scale '{scale.name}' is not "
+                                     "positive")
             qdq = True
     return qdq
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
+
+
+def _non_finite(values) -> str:
+    """'' when every value is finite, else how many are not and the first one."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    bad = values[~np.isfinite(values)]
+    return f"{len(bad)} non-finite values (first: {bad[0]})" if len(bad) else ""
+
+
+def _attribute_values(attribute):
+    if attribute.type == onnx.AttributeProto.FLOAT:
+        return [attribute.f]
+    if attribute.type == onnx.AttributeProto.FLOATS:
+        return list(attribute.floats)
+    if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type in _FLOAT_TYPES:
+        return numpy_helper.to_array(attribute.t)
+    return []
+
+
+def _check_finite(path, graph, initializers):
+    """NaN or infinity in a float initializer or attribute (a Constant's value, an epsilon, an
+    alpha), and a batch normalization whose variance + epsilon is not positive, make onnxruntime
+    compute NaN or infinity: refused with the tensor's or node's name."""
+    for init in graph.initializer:
+        if init.data_type in _FLOAT_TYPES and (problem := _non_finite(numpy_helper.to_array(init))):
+            raise ModelFileError(f"{path}: initializer '{init.name}' holds {problem}")
+    for i, node in enumerate(graph.node):
+        for attribute in node.attribute:
+            if problem := _non_finite(_attribute_values(attribute)):
+                raise ModelFileError(f"{path}: {node.op_type} node #{i} '{node.name}' attribute "
+                                     f"'{attribute.name}' holds {problem}")
+        if node.op_type == "BatchNormalization" and len(node.input) > 4 and node.input[4] in initializers:
+            epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            variance = numpy_helper.to_array(initializers[node.input[4]]).astype(np.float32)
+            denominator = variance + np.float32(epsilon)
+            if np.any(denominator <= 0):
+                channel = int(np.argmax(denominator.reshape(-1) <= 0))
+                raise ModelFileError(
+                    f"{path}: BatchNormalization node #{i} '{node.name}': variance + epsilon is "
+                    f"{float(denominator.reshape(-1)[channel]):g} in channel {channel} (must be positive)")
 
 
 def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
@@ -78,6 +128,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
             raise UnsupportedModelError(f"{path}: {err}") from None
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
+    _check_finite(path, graph, initializers)
     inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
     input_shapes_.check_known(path, input_shapes, [t.name for t in inputs])
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),

@@ -17,12 +17,17 @@
   dilated convolution) becomes one convolution with dilation = the block shape and padding =
   SPACE_TO_BATCH's paddings less BATCH_TO_SPACE's crops; the two ops alone are refused (TVM
   imports them as packed calls that have no C).
+* Operator codes are read as TFLite reads them (``GetBuiltinCode`` in schema_utils.cc): the larger
+  of ``builtin_code`` and ``deprecated_builtin_code``. The ``tflite`` package's ``BuiltinCode()``
+  returns the deprecated field whenever the new one is below 127, so a file whose two fields
+  disagree (CONV_2D in one, CONCATENATION in the other) was compiled as another op than TFLite runs.
 * Guard: every converted op's inferred output shape must be the one the model declares; a
   converter that misreads an attribute (a stride, a padding, a flag) usually changes it, and
   that is reported as the converter's failure (ConverterMismatch) rather than compiled.
 """
 import importlib
 
+import flatbuffers.number_types
 import numpy as np
 import tvm
 from tvm import relax
@@ -43,6 +48,17 @@ _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 def _round_half_away(value: np.float32) -> int:
     return int(np.sign(value) * np.floor(np.abs(np.float64(value)) + 0.5))
+
+
+_BUILTIN_CODE_SLOT = 10  # OperatorCode.builtin_code's vtable offset (schema.fbs field 3)
+
+
+def builtin_code(opcode) -> int:
+    """The builtin operator an ``OperatorCode`` names, as TFLite reads it:
+    max(builtin_code, deprecated_builtin_code), not the tflite package's ``BuiltinCode()``."""
+    field = opcode._tab.Offset(_BUILTIN_CODE_SLOT)
+    new = opcode._tab.Get(flatbuffers.number_types.Int32Flags, field + opcode._tab.Pos) if field else 0
+    return max(new, opcode.DeprecatedBuiltinCode())
 
 
 class ConverterMismatch(ModelFileError):
@@ -175,6 +191,13 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
             found[ops[s2b]._tab.Pos] = found[ops[b2s]._tab.Pos] = None  # identities around it
         return found
 
+    def get_op_code_str(self, op):
+        """The op's name from its code read as TFLite reads it (see builtin_code)."""
+        code = builtin_code(self.model.OperatorCodes(op.OpcodeIndex()))
+        if code == _tflite("BuiltinOperator").BuiltinOperator.CUSTOM or code not in self.builtin_op_code:
+            raise NotImplementedError(f"TFLite operator with code {code} is not supported")
+        return self.builtin_op_code[code]
+
     def _op_name(self, op):
         try:
             return self.get_op_code_str(op)
@@ -250,9 +273,17 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         return np.asarray(value).astype(dtype)
 
     def _shape_checked(self, name, convert):
+        def check(output, inferred):
+            declared = _declared_shape(output.tensor)
+            if declared is not None and inferred is not None and not _agrees(declared, inferred):
+                raise ConverterMismatch(
+                    f"{name} output '{output.tensor.Name().decode()}' is declared {declared}, "
+                    f"but the op computes {inferred} from its inputs")
+
         def checked(op):
             folded = self._fold(name, op)
-            if folded is not None:
+            if folded is not None:  # shape arithmetic: its declared shape is checked too
+                check(self.get_output_tensors(op)[0], list(folded.shape))
                 self.folded[self.get_output_tensors(op)[0].tensor_idx] = folded
                 return None
             out = convert(op=op)
@@ -261,11 +292,7 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                     or op._tab.Pos in self.dilated and name != "BATCH_TO_SPACE_ND":
                 return out  # inside a dilated conv, shapes are the fused conv's until BATCH_TO_SPACE_ND
             out = self.bb.normalize(out)
-            declared, inferred = _declared_shape(outputs[0].tensor), _static_shape(out)
-            if declared is not None and inferred is not None and not _agrees(declared, inferred):
-                raise ConverterMismatch(
-                    f"{name} output '{outputs[0].tensor.Name().decode()}' is declared {declared}, "
-                    f"but the op computes {inferred} from its inputs")
+            check(outputs[0], _static_shape(out))
             return out
         return checked
 

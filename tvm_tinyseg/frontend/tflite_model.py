@@ -12,7 +12,7 @@ from tvm_tinyseg.passes.tile_to_resize import TileToNearestResize
 
 from . import input_shapes as input_shapes_
 from .model import ImportedModel, TensorInfo
-from .tflite_converter import ConverterFixes, ConverterMismatch
+from .tflite_converter import ConverterFixes, ConverterMismatch, builtin_code
 from .tflite_spatial import QUANTIZED_DATA_MOVEMENT, SPATIAL_INT8_OPS, SpatialOpsConverter, check_spatial_ops
 from .tflite_verify import verify_tflite
 
@@ -90,8 +90,7 @@ def _op_names(model, subgraph):
     names = {v: k for k, v in vars(_tflite("BuiltinOperator").BuiltinOperator).items() if not k.startswith("_")}
     ops = []
     for i in range(subgraph.OperatorsLength()):
-        code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
-        ops.append(names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"))
+        ops.append(names.get(builtin_code(model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())), "CUSTOM"))
     return ops
 
 

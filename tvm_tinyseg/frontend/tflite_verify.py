@@ -2,10 +2,10 @@
 
 The generated ``tflite`` accessors trust every offset and length in the file: a flipped byte makes
 them raise anything from ``struct.error`` to ``UnicodeDecodeError`` deep inside TVM's frontend, or
-read garbage silently (Python's negative indexing). The flatbuffers Python package has no verifier,
-so this module checks, like the C++ ``flatbuffers::Verifier``, that every table, vtable, vector and
-string the compiler or TVM's frontend reads lies inside the file, then checks that the model's
-indices (opcodes, tensors, buffers), shapes, constant data sizes and quantization parameters agree.
+read garbage silently (Python's negative indexing). So the whole file first passes the checks of
+flatbuffers' C++ Verifier (flatbuffer_verify.py); then the model's indices (opcodes, tensors,
+buffers), names, shapes, constant data (sizes, and no NaN or infinity in float constants) and
+quantization parameters (the ranges TFLite Micro accepts) are checked here.
 Any violation is a one-line :class:`ModelFileError` naming the broken part.
 """
 import struct
@@ -14,10 +14,17 @@ import numpy as np
 
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 
+from .flatbuffer_verify import FlatbufferError, float_fields, union_member, verify_model_buffer
+
 # Bytes per element of the TensorType enum values (schema.fbs); other types are named but not sized.
 TENSOR_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 18: 2}
 MAX_TENSOR_BYTES = (1 << 31) - 1  # generated kernels index tensors with int32
 MAX_RANK = 8
+FLOAT_TYPES = {0: "<f4", 1: "<f2", 10: "<f8"}  # FLOAT32, FLOAT16, FLOAT64
+# Zero points TFLite Micro's kernels accept: the quantized type's range (0 for int16 and int32,
+# which TFLite quantizes symmetrically).
+ZERO_POINT_RANGES = {9: (-128, 127), 3: (0, 255), 7: (0, 0), 2: (0, 0), 4: (0, 0)}
+TYPE_NAMES = {9: "int8", 3: "uint8", 7: "int16", 2: "int32", 4: "int64"}
 
 # Field slots (declaration order in schema.fbs) of the tables read here.
 MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS = 1, 2, 4
@@ -25,9 +32,9 @@ OPCODE_DEPRECATED_BUILTIN, OPCODE_CUSTOM_CODE, OPCODE_BUILTIN = 0, 1, 3
 SUBGRAPH_TENSORS, SUBGRAPH_INPUTS, SUBGRAPH_OUTPUTS, SUBGRAPH_OPERATORS, SUBGRAPH_NAME = 0, 1, 2, 3, 4
 TENSOR_SHAPE, TENSOR_TYPE, TENSOR_BUFFER, TENSOR_NAME, TENSOR_QUANT, TENSOR_SIGNATURE = 0, 1, 2, 3, 4, 7
 QUANT_MIN, QUANT_MAX, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DIMENSION = 0, 1, 2, 3, 6
-OP_OPCODE_INDEX, OP_INPUTS, OP_OUTPUTS, OP_OPTIONS, OP_CUSTOM_OPTIONS = 0, 1, 2, 4, 5
-OP_INTERMEDIATES, OP_OPTIONS_2 = 8, 12
-BUFFER_DATA = 0
+OP_OPCODE_INDEX, OP_INPUTS, OP_OUTPUTS, OP_OPTIONS_TYPE, OP_OPTIONS, OP_CUSTOM_OPTIONS = 0, 1, 2, 3, 4, 5
+OP_INTERMEDIATES, OP_OPTIONS_2_TYPE, OP_OPTIONS_2 = 8, 11, 12
+BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
 
 
 class _Broken(Exception):
@@ -150,13 +157,32 @@ def _verify_tensor(tensor, buffers, i):
     nbytes = int(np.prod(shape.astype(np.int64))) * (itemsize or 1)
     if nbytes > MAX_TENSOR_BYTES:
         raise _Unsupported(f"{what} has {nbytes} bytes; tensors are limited to 2 GiB")
-    data = buffers[buffer_index].vector(BUFFER_DATA, "u1", f"buffer #{buffer_index} data")
+    buffer = buffers[buffer_index]
+    if buffer.scalar(BUFFER_OFFSET, "Q") > 1:  # data appended after the flatbuffer (models over 2 GiB)
+        raise _Unsupported(f"{what} keeps its data outside the flatbuffer (buffer #{buffer_index} offset/size); "
+                           "such models are not supported")
+    data = buffer.vector(BUFFER_DATA, "u1", f"buffer #{buffer_index} data")
     if len(data) and itemsize and len(data) != nbytes:
         raise _Broken(f"{what} has {len(data)} data bytes but its shape {shape.tolist()} needs {nbytes}")
-    _verify_quantization(tensor.table(TENSOR_QUANT, f"{what} quantization"), shape, what)
+    if len(data) and tensor_type in FLOAT_TYPES:
+        values = np.frombuffer(data, FLOAT_TYPES[tensor_type])
+        if not np.all(np.isfinite(values)):
+            bad = values[~np.isfinite(values)][0]
+            raise _Broken(f"{what} holds {np.count_nonzero(~np.isfinite(values))} non-finite constants "
+                          f"(first: {bad}); TFLite would compute NaN or infinity from them")
+    _verify_quantization(tensor.table(TENSOR_QUANT, f"{what} quantization"), shape, tensor_type, what)
 
 
-def _verify_quantization(quant, shape, what):
+def _verify_buffers(buffers, file_bytes):
+    """Data kept after the flatbuffer (``offset``/``size``) must lie inside the file, as LiteRT checks."""
+    for i, buffer in enumerate(buffers):
+        offset, size = buffer.scalar(BUFFER_OFFSET, "Q"), buffer.scalar(BUFFER_SIZE, "Q")
+        if offset > 1 and offset + size > file_bytes:
+            raise _Broken(f"buffer #{i} data (offset {offset}, {size} bytes) lies outside the file "
+                          f"({file_bytes} bytes)")
+
+
+def _verify_quantization(quant, shape, tensor_type, what):
     if quant is None:
         return
     quant.vector(QUANT_MIN, "f4", f"{what} min")
@@ -167,11 +193,24 @@ def _verify_quantization(quant, shape, what):
         return  # not quantized
     if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise _Broken(f"{what} has a non-positive or non-finite quantization scale")
-    if len(zero_point) not in (len(scale), 0):
+    if len(zero_point) != len(scale):  # TFLite Micro ignores the quantization of such a tensor
         raise _Broken(f"{what} has {len(scale)} scales but {len(zero_point)} zero points")
+    low, high = ZERO_POINT_RANGES.get(tensor_type, (-(1 << 63), 1 << 63))
+    outside = zero_point[(zero_point < low) | (zero_point > high)]
+    if len(outside):
+        raise _Broken(f"{what} has zero point {int(outside[0])}, outside [{low}, {high}] for "
+                      f"{TYPE_NAMES[tensor_type]}")
     axis = quant.scalar(QUANT_DIMENSION, "i")
     if len(scale) > 1 and not (0 <= axis < len(shape) and shape[axis] == len(scale)):
         raise _Broken(f"{what} has {len(scale)} per-axis scales on axis {axis} of shape {shape.tolist()}")
+
+
+def _verify_float_options(options, table_name, op_index):
+    """Float options (LeakyReluOptions.alpha, SoftmaxOptions.beta, ...) must be finite."""
+    for field in float_fields(table_name) if table_name else ():
+        value = options.scalar((field.vtable_offset - 4) // 2, "f")
+        if not np.isfinite(value):
+            raise _Broken(f"operator #{op_index} {table_name}.{field.name} is {value}")
 
 
 def _verify_subgraph(subgraph, n_opcodes, buffers):
@@ -191,16 +230,19 @@ def _verify_subgraph(subgraph, n_opcodes, buffers):
                                      (OP_INTERMEDIATES, "intermediate", False)):
             for index in op.vector(slot, "i4", f"operator #{i} {role}s"):
                 _check_index(int(index), len(tensors), f"operator #{i} {role}", optional)
-        for slot in (OP_OPTIONS, OP_OPTIONS_2):
+        for type_slot, slot, union in ((OP_OPTIONS_TYPE, OP_OPTIONS, "BuiltinOptions"),
+                                       (OP_OPTIONS_2_TYPE, OP_OPTIONS_2, "BuiltinOptions2")):
             options = op.table(slot, f"operator #{i} options")
             if options is not None:
                 options.check_fields()
+                _verify_float_options(options, union_member(union, op.scalar(type_slot, "B")), i)
         op.vector(OP_CUSTOM_OPTIONS, "u1", f"operator #{i} custom options")
 
 
 def verify_tflite(path: str, data: bytes) -> int:
     """Check the flatbuffer's structure and indices; return its number of subgraphs."""
     try:
+        verify_model_buffer(data)
         reader = _Reader(data)
         model = _Table(reader, reader.u32(0), "the model table")
         opcodes = model.tables(MODEL_OPERATOR_CODES, "operator code")
@@ -209,12 +251,13 @@ def verify_tflite(path: str, data: bytes) -> int:
             opcode.scalar(OPCODE_DEPRECATED_BUILTIN, "b")
             opcode.scalar(OPCODE_BUILTIN, "i")
         buffers = model.tables(MODEL_BUFFERS, "buffer")
+        _verify_buffers(buffers, len(data))
         subgraphs = model.tables(MODEL_SUBGRAPHS, "subgraph")
         if not subgraphs:
             raise _Broken("the model has no subgraph")
         _verify_subgraph(subgraphs[0], len(opcodes), buffers)
         return len(subgraphs)
-    except _Broken as err:
+    except (_Broken, FlatbufferError) as err:
         raise ModelFileError(f"{path}: malformed TFLite flatbuffer: {err}") from None
     except _Unsupported as err:
         raise UnsupportedModelError(f"{path}: {err}") from None

@@ -6,9 +6,15 @@
  * compared with a host or TFLite Micro run on the same bytes. Replace fill_input() with a camera
  * or sensor read.
  *
- * Console: "tinyseg-stats: status=S storage_written=W storage_read=R output_fnv1a=H time_ms=T". */
+ * Console: "tinyseg-stats: status=S storage_written=W storage_read=R output_fnv1a=H time_ms=T". Under
+ * QEMU (CONFIG_QEMU_TARGET) the board is then reset, which ends QEMU (run with -no-reboot, as
+ * CMakeLists.txt asks). */
 #include <zephyr/kernel.h>
 #include <zephyr/sys/printk.h>
+#if defined(CONFIG_QEMU_TARGET) && defined(CONFIG_REBOOT)
+#include <zephyr/sys/reboot.h>
+#define TINYSEG_EXIT_QEMU 1
+#endif
 
 #include "tinyseg_model.h"
 #include "tinyseg_storage.h"
@@ -53,5 +59,8 @@ int main(void) {
   printk("tinyseg-stats: status=%d storage_written=%lu storage_read=%lu output_fnv1a=%lu time_ms=%lu\n", status,
          (unsigned long)tinyseg_storage_bytes_written, (unsigned long)tinyseg_storage_bytes_read,
          (unsigned long)hash, (unsigned long)elapsed);
+#ifdef TINYSEG_EXIT_QEMU
+  sys_reboot(SYS_REBOOT_COLD);
+#endif
   return status;
 }

@@ -1,6 +1,7 @@
 /* Storage backend for Zephyr: the storage pool is a fixed flash partition, accessed through the
  * flash map (CONFIG_FLASH_MAP). Its devicetree node label is TINYSEG_FLASH_PARTITION (CMake cache
- * variable of the same name; default storage_partition).
+ * variable of the same name; default storage_partition). Boards without one: the CMake option
+ * TINYSEG_SIM_FLASH=ON adds a simulated flash holding one (devicetree overlay sim_flash.overlay).
  *
  * Flash is written once after an erase, so tinyseg_storage_begin() (called by main.c before each
  * inference) erases the partition, and every write first checks that its bytes are still erased:
@@ -20,8 +21,14 @@
 #define POOL_ALIGNMENT 16u /* offsets of the storage pool (the planner's alignment) */
 #define CHECK_CHUNK 32u    /* bytes read at a time by the erased-check */
 
+#if !FIXED_PARTITION_EXISTS(TINYSEG_FLASH_PARTITION)
+#error "no flash partition TINYSEG_FLASH_PARTITION in the devicetree: set the CMake option TINYSEG_SIM_FLASH=ON (a simulated flash) or TINYSEG_FLASH_PARTITION=LABEL"
+#define PARTITION_ID 0 /* only to keep the #error the one message */
+#else
+#define PARTITION_ID FIXED_PARTITION_ID(TINYSEG_FLASH_PARTITION)
 BUILD_ASSERT(FIXED_PARTITION_SIZE(TINYSEG_FLASH_PARTITION) >= TINYSEG_STORAGE_BYTES,
              "the flash partition TINYSEG_FLASH_PARTITION is smaller than the storage pool (TINYSEG_STORAGE_BYTES)");
+#endif
 
 uint32_t tinyseg_storage_bytes_written;
 uint32_t tinyseg_storage_bytes_read;
@@ -32,7 +39,7 @@ static uint8_t erased_value;
 /* Overrides main.c's weak default: called before each inference. */
 int tinyseg_storage_begin(void) {
   if (area == NULL) {
-    if (flash_area_open(FIXED_PARTITION_ID(TINYSEG_FLASH_PARTITION), &area) != 0) {
+    if (flash_area_open(PARTITION_ID, &area) != 0) {
       area = NULL;
       return TINYSEG_ERR_STORAGE_WRITE;
     }

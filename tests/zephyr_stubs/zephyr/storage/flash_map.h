@@ -1,6 +1,7 @@
 /* Stand-in for Zephyr's include/zephyr/storage/flash_map.h (same struct and signatures). The
- * devicetree macros resolve a partition's node label through STUB_PARTITION_ID_<label> and
- * STUB_PARTITION_SIZE_<label>, expanding the label first as Zephyr's DT_NODELABEL does. */
+ * devicetree macros resolve a partition's node label through STUB_PARTITION_ID_<label>,
+ * STUB_PARTITION_SIZE_<label> and STUB_PARTITION_EXISTS_<label> (undefined: 0 in #if, as
+ * Zephyr's is for a missing node), expanding the label first as Zephyr's DT_NODELABEL does. */
 #ifndef ZEPHYR_INCLUDE_STORAGE_FLASH_MAP_H_
 #define ZEPHYR_INCLUDE_STORAGE_FLASH_MAP_H_
 #include <stddef.h>
@@ -31,6 +32,10 @@ uint8_t flash_area_erased_val(const struct flash_area *fa);
 #define STUB_PARTITION_SIZE_storage_partition (1024 * 1024)
 #endif
 #define STUB_PARTITION_ID_storage_partition 3
+#ifndef STUB_NO_STORAGE_PARTITION /* -DSTUB_NO_STORAGE_PARTITION: a board without one */
+#define STUB_PARTITION_EXISTS_storage_partition 1
+#endif
+#define FIXED_PARTITION_EXISTS(label) STUB_CAT(STUB_PARTITION_EXISTS_, label)
 #define FIXED_PARTITION_ID(label) STUB_CAT(STUB_PARTITION_ID_, label)
 #define FIXED_PARTITION_SIZE(label) STUB_CAT(STUB_PARTITION_SIZE_, label)
 

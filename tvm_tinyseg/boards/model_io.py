@@ -1,21 +1,34 @@
 """What every platform needs from a compiled model directory: its input/output spec (io.json),
 the input check, and the ``tinyseg-stats:`` line the runners print."""
-import json
-import os
-
 import numpy as np
 
 from tvm_tinyseg.codegen.c_api import DEFAULT_MODULE_NAME, STATUS_CODES
 from tvm_tinyseg.errors import TinySegError
+from tvm_tinyseg.model_dir import read_report
 
 
 def io_spec(model_dir: str) -> dict:
-    """io.json, with the ``inputs``/``outputs`` lists also for a model compiled before they existed."""
-    with open(os.path.join(model_dir, "io.json")) as f:
-        spec = json.load(f)
+    """io.json, with the ``inputs``/``outputs`` lists also for a model compiled before they existed;
+    TinySegError if it is missing or damaged."""
+    spec = read_report(model_dir, "io.json", {"input": dict, "output": dict})
     spec.setdefault("inputs", [spec["input"]])
     spec.setdefault("outputs", [spec["output"]])
+    for tensor in (*spec["inputs"], *spec["outputs"]):
+        if not _valid_tensor(tensor):
+            raise TinySegError(f"{model_dir}: io.json is damaged (a tensor without a valid shape and dtype); "
+                               "compile the model again")
     return spec
+
+
+def _valid_tensor(tensor) -> bool:
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("shape"), list):
+        return False
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in tensor["shape"]):
+        return False
+    try:
+        return isinstance(tensor.get("dtype"), str) and np.dtype(tensor["dtype"]).kind in "iuf"
+    except TypeError:
+        return False
 
 
 def module_name(model_dir: str) -> str:

@@ -1,4 +1,5 @@
-"""Build a generated model into bare-metal Cortex-M7 firmware and run it under QEMU (mps2-an500).
+"""The qemu_cortex_m board kind: bare-metal Cortex-M7 firmware for a compiled model, run under QEMU
+(mps2-an500).
 
 ``export_project`` writes the model's qemu_cortex_m project (template
 ``microtvm_projects/qemu_cortex_m``), ``build`` runs ``make`` in it, the one build recipe. Its
@@ -8,6 +9,7 @@ memory-mapped storage pool goes to the board's PSRAM (not counted). Files (input
 storage pool) go through semihosting to QEMU's working directory.
 """
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -17,13 +19,18 @@ import time
 
 import numpy as np
 
+from tvm_tinyseg.boards.model_io import checked_input, module_name, parse_stats, run_failure
+from tvm_tinyseg.codegen.c_api import rename
+from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
-from tvm_tinyseg.model_dir import (RUNTIME_DIR, copy_files, memory_report, runtime_headers, storage_backend,
-                                   write_text)
-from tvm_tinyseg.platforms.model_io import checked_input, parse_stats, run_failure
+from tvm_tinyseg.model_dir import copy_files, copy_template, memory_report, runtime_headers, storage_backend, write_text
 from tvm_tinyseg.profile import MARK_FUNCTION
+from tvm_tinyseg.progress import timed
 
+NAME = "qemu_cortex_m"
+_log = logging.getLogger(__name__)
+MCPU = "cortex-m7"  # the CPU of QEMU's mps2-an500
 MAKE = "make"
 CC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"
@@ -43,12 +50,13 @@ RAM_ORIGIN, RAM_WINDOW = 0x20000000, 4 << 20
 PSRAM_ORIGIN, PSRAM_WINDOW = 0x60000000, 16 << 20
 FLASH_ORIGIN, FLASH_WINDOW = 0x0, 4 << 20
 
-TEMPLATE_FILES = ("Makefile", "mps2_an500.ld", "startup.c", "semihost.c", "semihost.h", "main.c",
-                  "tinyseg_insncount.c")
+BUILD_FILES = ("Makefile", "tinyseg_insncount.c")  # the build recipe and the host-side plugin, copied as they are
+FIRMWARE_FILES = ("mps2_an500.ld", "startup.c", "semihost.c", "semihost.h", "main.c")  # under the module's name
 STORAGE_PORT = 7777  # `make run` of a uart project: the storage server's TCP port on loopback
 # RAM the firmware needs beside the arena: the stack, and its own .data/.bss (storage counters,
 # the command line buffer) plus the stack's alignment to its 256-byte MPU guard.
 FIRMWARE_STATE_BYTES = 1024
+FIRMWARE_RAM_BYTES = STACK_SIZE + FIRMWARE_STATE_BYTES
 DEFAULT_RAM_BYTES = 256 * 1024
 
 
@@ -57,16 +65,11 @@ def available() -> bool:
     return all(shutil.which(tool) for tool in (MAKE, CC, SIZE, QEMU, "cc"))
 
 
-def firmware_ram_reserve() -> int:
-    """RAM the firmware needs beside the model's arena: its stack and state."""
-    return STACK_SIZE + FIRMWARE_STATE_BYTES
-
-
 def default_ram_budget(report: dict) -> int:
     """The RAM region when none is given: the linker script's 256 KiB, or more (in whole KiB) when
     the arena, stack and firmware state need it. Room to spare: build options such as the storage
     integrity mode add RAM of their own."""
-    need = report["arena_bytes"] + firmware_ram_reserve()
+    need = report["arena_bytes"] + FIRMWARE_RAM_BYTES
     return max(DEFAULT_RAM_BYTES, -(-need // 1024) * 1024)
 
 
@@ -77,12 +80,15 @@ def export_project(model_dir: str, ram_budget: int = None) -> None:
     storage = report["storage"]
     backend = storage_backend("qemu_cortex_m", report, model_dir)
     budget = ram_budget if ram_budget is not None and ram_budget > 0 else default_ram_budget(report)
-    copy_files(template_dir("qemu_cortex_m"), TEMPLATE_FILES + backend.template, model_dir)
-    copy_files(RUNTIME_DIR, [*backend.sources, *runtime_headers()], model_dir)
+    name = module_name(model_dir)
+    copy_files(template_dir("qemu_cortex_m"), BUILD_FILES, model_dir)
+    copy_template(template_dir("qemu_cortex_m"), FIRMWARE_FILES + backend.template, model_dir, name)
+    copy_runtime([*backend.sources, *runtime_headers()], model_dir, name)
     serial = f"SERIAL ?= tcp:127.0.0.1:{STORAGE_PORT},nodelay=on\n" if storage == "uart" else ""
+    sources = [rename("tinyseg_model.c", name), *backend.sources, *backend.template]
     write_text(os.path.join(model_dir, "project.mk"),
                f"# Written by tinyseg for {report['model']} ({storage} storage).\n"
-               f"MODEL_SOURCES = tinyseg_model.c {' '.join(backend.sources + backend.template)}\n"
+               f"MODEL_SOURCES = {' '.join(sources)}\n"
                f"RAM_BUDGET ?= {budget}\n{serial}")
     write_text(os.path.join(model_dir, "README.md"), _readme(report, budget))
 
@@ -112,6 +118,14 @@ make RAM_BUDGET=160000    # another RAM region; too small fails with "region `RA
 """
 
 
+def _check_mcpu(model_dir: str) -> None:
+    """A model compiled with --mcpu for another core is not built for the Cortex-M7 board."""
+    mcpu = memory_report(model_dir).get("mcpu")
+    if mcpu not in (None, MCPU):
+        raise TinySegError(f"{model_dir} was compiled for --mcpu {mcpu}; the QEMU board ({MACHINE}) is a "
+                           f"{MCPU}: compile with --mcpu {MCPU} (or without --mcpu)")
+
+
 def _project_is_current(model_dir: str) -> bool:
     """Whether the directory holds a qemu_cortex_m project written after the model was compiled."""
     makefile, report = os.path.join(model_dir, "project.mk"), os.path.join(model_dir, "memory.json")
@@ -126,6 +140,7 @@ def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: i
     and the stack (default: the project's); a firmware that needs more raises TinySegError with the
     linker's "region `RAM' overflowed by N bytes". ``profile`` builds the per-kernel marks in
     (tvm_tinyseg/profile.py)."""
+    _check_mcpu(model_dir)
     if profile:
         extra_cflags = (*extra_cflags, PROFILE_CFLAG)
     if stack_size < STACK_GUARD + 64:
@@ -137,7 +152,8 @@ def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: i
     budget = ram_budget is not None and int(ram_budget) > 0
     if budget:
         cmd.append(f"RAM_BUDGET={int(ram_budget)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with timed(_log, "qemu_cortex_m firmware build (make)"):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         overflow = [ln for ln in lines if "overflowed by" in ln]
@@ -260,3 +276,10 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             raise TinySegError(f"{model_dir}: firmware exited with status {proc.returncode}: {message}")
         out = spec["output"]
         return np.fromfile(os.path.join(tmp, "output.bin"), dtype=out["dtype"]).reshape(out["shape"])
+
+
+def stats_lines(stats: dict) -> list:
+    """What ``tinyseg run --platform qemu`` prints beside the output."""
+    return [f"firmware: static RAM {stats['static_ram_bytes']} B, flash {stats['static_flash_bytes']} B, "
+            f"PSRAM {stats['static_psram_bytes']} B, stack used {stats.get('stack_used', 0)} B",
+            f"instructions: {stats['instructions']}"]

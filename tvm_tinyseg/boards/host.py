@@ -1,17 +1,23 @@
-"""Build a generated model with the host C compiler and run it on numpy inputs."""
+"""The host board kind: a compiled model built with the host C compiler and run on numpy inputs."""
 import contextlib
+import logging
 import os
+import shutil
 import subprocess
 import tempfile
 
 import numpy as np
 
+from tvm_tinyseg.boards.model_io import checked_inputs, module_name, parse_stats, run_failure
 from tvm_tinyseg.codegen.c_api import rename
 from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.model_dir import RUNTIME_DIR, STORAGE_BACKENDS, memory_report
-from tvm_tinyseg.platforms.model_io import checked_inputs, module_name, parse_stats, run_failure
+from tvm_tinyseg.progress import timed
 
+NAME = "host"
+_log = logging.getLogger(__name__)
+FIRMWARE_RAM_BYTES = 0
 HARNESS = os.path.join(RUNTIME_DIR, "host_main.c")
 REMOTE_LINK = os.path.join(RUNTIME_DIR, "link_socket.c")  # the uart backend's link on the host: TCP
 STRICT_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
@@ -38,11 +44,22 @@ def build(model_dir: str, cc: str = "cc", extra_cflags=(), sanitize: bool = Fals
                                tmp, name)
         sources = model_sources + [os.path.join(tmp, h) for h in harness]
         cmd = [cc, *STRICT_CFLAGS, *sanitizer_flags, *extra_cflags, "-I", model_dir, *sources, "-o", exe, "-lm"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with timed(_log, f"host build of {os.path.basename(exe)}"):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
         raise TinySegError(f"{model_dir}: host build failed: {first}")
     return exe
+
+
+def available() -> bool:
+    """Whether a host C compiler is installed."""
+    return shutil.which("cc") is not None
+
+
+def stats_lines(stats: dict) -> list:  # noqa: ARG001 (the board interface)
+    """Nothing beyond what every board reports (the output, the storage traffic)."""
+    return []
 
 
 def run(model_dir: str, x, exe: str = None, stats: dict = None, storage_server=None, valgrind: bool = False,
