@@ -12,7 +12,9 @@ from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
 
 SMALL = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
 BENCHMARKS = os.path.join(os.path.dirname(MODELS), "benchmarks")
-QEMU_FIELDS = ("elf_ram_bytes", "elf_ram_bytes_nospill", "insns_nospill", "insns_tinyseg")
+QEMU_FIELDS = ("elf_ram_bytes", "elf_ram_bytes_nospill", "insns_nospill", "insns_tinyseg", "insns_plain",
+               "insns_per_mac_nospill", "insns_per_mac_tinyseg", "insns_per_mac_plain")
+TIMING_FIELDS = ("host_ms_plain", "host_ms_tinyseg", "tflm_invoke_ms")  # wall times: never the same twice
 
 
 def _committed():
@@ -30,14 +32,31 @@ def test_bench_of_a_cheap_model_reproduces_its_committed_row(tmp_path):
     committed = _committed()["tinyunet_32x32_c1.tflite"]
     if not bench.qemu_available():  # the firmware figures need arm-none-eabi-gcc and QEMU
         committed = {k: v for k, v in committed.items() if k not in QEMU_FIELDS}
-    assert record == committed
+    assert all(record[k] > 0 for k in TIMING_FIELDS)
+    assert record["host_ms_plain"] < record["tflm_invoke_ms"]
+    assert ({k: v for k, v in record.items() if k not in TIMING_FIELDS}
+            == {k: v for k, v in committed.items() if k not in TIMING_FIELDS})
+
+    def row_without_times(text):  # the host columns are the last two
+        row = next(ln for ln in text.splitlines() if ln.startswith("| tinyunet_32x32_c1.tflite |"))
+        return row.split(" | ")[:-2]
 
     with open(os.path.join(BENCHMARKS, "results.md")) as f:
-        committed_md = f.read()
-    row = next(line for line in out_md.read_text().splitlines() if line.startswith("| tinyunet_32x32_c1.tflite |"))
-    assert row in committed_md.splitlines()
-    assert row in proc.stdout  # the table is printed too
+        assert row_without_times(out_md.read_text()) == row_without_times(f.read())
+    assert row_without_times(out_md.read_text()) == row_without_times(proc.stdout)  # the table is printed too
     assert out_png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_host_build_times_its_runs(compiled_zoo):
+    from tvm_tinyseg.boards import host
+    from tvm_tinyseg.reference import tflm_output
+
+    result, out_dir, exe = compiled_zoo.get(SMALL)
+    x = bench._seeded_input(result.io_spec["input"])
+    stats = {}
+    y = host.run(out_dir, x, exe, stats, timing_runs=3)
+    assert len(stats["run_ns"]) == 3 and all(t > 0 for t in stats["run_ns"])
+    assert (y == tflm_output(SMALL, x)).all()  # repeated runs leave the output as the first one wrote it
 
 
 def test_parse_budgets_reads_sizes_and_percentages():
@@ -68,14 +87,19 @@ def test_ram_moved_points_run_from_no_spill_to_the_minimum():
 
 
 def test_instruction_columns_appear_only_with_counts():
-    record = dict(_committed()["tinyunet_32x32_c1.tflite"])
-    record.pop("insns_nospill", None)
-    record.pop("insns_tinyseg", None)
+    record = {k: v for k, v in _committed()["tinyunet_32x32_c1.tflite"].items()
+              if not k.startswith(("insns_", "host_ms_", "tflm_invoke"))}
     assert "insn overhead" not in bench.render_tables([record])
     record.update(insns_nospill=1_000_000, insns_tinyseg=1_050_000)
     header, _, row = bench.render_tables([record]).splitlines()[2:5]
     assert header.endswith("| insns, no spill | insns, TinySeg min | insn overhead |")
     assert row.endswith("| 1,000,000 | 1,050,000 | +5.0 % |")
+    record.update(insns_per_mac_plain=2.3, insns_per_mac_tinyseg=2.38, host_ms_plain=1.5, host_ms_tinyseg=1.75,
+                  tflm_invoke_ms=42.0)
+    header, _, row = bench.render_tables([record]).splitlines()[2:5]
+    assert header.endswith("| insns/MAC, no TinySeg | insns/MAC, TinySeg min | host ms vs TFLM, no TinySeg "
+                           "| host ms vs TFLM, TinySeg min |")
+    assert row.endswith("| 2.3 | 2.38 | 1.5 vs 42.0 | 1.8 vs 42.0 |")
 
 
 @pytest.mark.skipif(not bench.qemu_available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

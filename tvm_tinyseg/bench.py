@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,7 @@ def tinyseg_budgets(path, nospill: int, budgets=DEFAULT_BUDGETS) -> dict:
 # ---- QEMU (Cortex-M7 firmware) -------------------------------------------------------------------
 
 QEMU_SEED = 0
+QEMU_MCPU = "cortex-m7"  # mps2-an500's core
 
 
 def qemu_available() -> bool:
@@ -248,11 +250,19 @@ def qemu_available() -> bool:
     return qemu.available()
 
 
+def _seeded_input(spec: dict) -> np.ndarray:
+    rng = np.random.default_rng(QEMU_SEED)
+    return (rng.integers(-128, 128, size=spec["shape"]) if spec["dtype"] == "int8"
+            else rng.standard_normal(spec["shape"])).astype(spec["dtype"])
+
+
 def qemu_stats(path) -> dict:
     """The firmware of the no-spill TinySeg build and of TinySeg min (mmap storage in the board's
-    PSRAM), each linked with all of QEMU's 4 MiB as its RAM region (the arena must fit, not a
-    budget) and run under QEMU on one seeded input: static RAM of each ELF (``elf_ram_bytes`` is
-    TinySeg min's) and, when the runner counts them, the instructions executed. Both outputs must
+    PSRAM) and, for the instruction counts only, of the build without TinySeg (``insns_plain``),
+    each compiled for the board's core (``--mcpu cortex-m7``: DSP dot products), linked
+    with all of QEMU's 4 MiB as its RAM region (the arena must fit, not a budget) and run under
+    QEMU on one seeded input: static RAM of each ELF (``elf_ram_bytes`` is TinySeg min's) and,
+    when the runner counts them, the instructions executed and per multiply-accumulate. Both outputs must
     equal TFLite Micro's (where it runs; else each other), or no figure is reported (RuntimeError)."""
     from tvm_tinyseg.driver import compile_model
     from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
@@ -260,15 +270,13 @@ def qemu_stats(path) -> dict:
 
     builds, x = {}, None
     with tempfile.TemporaryDirectory(prefix="tinyseg_bench_") as tmp:
-        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
+        for name, options in (("nospill", {}), ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap")),
+                              ("plain", dict(tinyseg=False))):
             out_dir = os.path.join(tmp, name)
-            result = compile_model(path, out_dir, **options)
+            result = compile_model(path, out_dir, mcpu=QEMU_MCPU, **options)
             if x is None:
-                spec = result.io_spec["input"]
-                rng = np.random.default_rng(QEMU_SEED)
-                x = (rng.integers(-128, 128, size=spec["shape"]) if spec["dtype"] == "int8"
-                     else rng.standard_normal(spec["shape"])).astype(spec["dtype"])
-            stats = {}
+                x = _seeded_input(result.io_spec["input"])
+            stats = {"macs": sum(s["macs"] for s in result.memory_report["steps"])}
             y = qemu.run(out_dir, x, qemu.build(out_dir, ram_budget=qemu.RAM_WINDOW), stats)
             builds[name] = (y, stats)
     reference = tflm_reference_output(path, x)
@@ -283,6 +291,55 @@ def qemu_stats(path) -> dict:
     for name, (_, stats) in builds.items():
         if "instructions" in stats:
             record[f"insns_{name}"] = stats["instructions"]
+            if stats["macs"]:
+                record[f"insns_per_mac_{name}"] = round(stats["instructions"] / stats["macs"], 2)
+    return record
+
+
+# ---- host speed ---------------------------------------------------------------------------------
+
+TIMING_RUNS = 5
+
+
+def tflm_invoke_seconds(path, x, runs: int = TIMING_RUNS) -> list:
+    """Wall time of each of ``runs`` invokes of the PyPI tflite-micro interpreter on ``x``."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(path), arena_size=16 << 20)
+    interpreter.set_input(x, 0)
+    interpreter.invoke()  # the first invoke also prepares; not timed
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def host_speed(path) -> dict:
+    """Host (cc -O2) milliseconds per inference of the build without TinySeg and of TinySeg min
+    (mmap), and of TFLite Micro's interpreter, each the median of TIMING_RUNS runs on one seeded
+    input, measured one after the other in this process; the outputs must equal TFLM's."""
+    from tflite_micro.python.tflite_micro import runtime  # noqa: F401 (fail early without it)
+
+    from tvm_tinyseg.driver import compile_model
+    from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE
+    from tvm_tinyseg.boards import host
+    from tvm_tinyseg.reference import tflm_output
+
+    record = {}
+    with tempfile.TemporaryDirectory(prefix="tinyseg_host_") as tmp:
+        for name, options in (("plain", dict(tinyseg=False)),
+                              ("tinyseg", dict(ram_budget=SMALLEST_FEASIBLE, storage="mmap"))):
+            out_dir = os.path.join(tmp, name)
+            result = compile_model(path, out_dir, **options)
+            x = _seeded_input(result.io_spec["input"])
+            stats = {}
+            y = host.run(out_dir, x, host.build(out_dir), stats, timing_runs=TIMING_RUNS)
+            if not np.array_equal(y, tflm_output(path, x)):
+                raise RuntimeError(f"{os.path.basename(path)}: the {name} host build's output differs from TFLM's")
+            record[f"host_ms_{name}"] = round(float(np.median(stats["run_ns"])) / 1e6, 2)
+        record["tflm_invoke_ms"] = round(float(np.median(tflm_invoke_seconds(path, x))) * 1e3, 2)
     return record
 
 
@@ -316,6 +373,9 @@ def measure(path, budgets=DEFAULT_BUDGETS, qemu: bool = None, progress=_silent) 
         record.update(tinyseg_min(path, storage))
     step(f"TinySeg at budgets {', '.join(b.label for b in budgets)}")
     record.update(tinyseg_budgets(path, record["tinyseg_nospill_bytes"], budgets))
+    if path.suffix == ".tflite":
+        step("host and TFLite Micro run times")
+        record.update(host_speed(path))
     if qemu if qemu is not None else qemu_available():
         step("firmware under QEMU (no spill, TinySeg min)")
         record.update(qemu_stats(path))
@@ -361,6 +421,21 @@ QEMU_COLUMNS = [
     ("firmware RAM, TinySeg min", "elf_ram_bytes", "elf_ram_bytes"),
     ("insns, no spill", "insns_nospill", "insns_nospill"), ("insns, TinySeg min", "insns_tinyseg", "insns_tinyseg"),
     ("insn overhead", _overhead, "insns_tinyseg"),
+    ("insns/MAC, no TinySeg", "insns_per_mac_plain", "insns_per_mac_plain"),
+    ("insns/MAC, TinySeg min", "insns_per_mac_tinyseg", "insns_per_mac_tinyseg"),
+]
+
+
+def _host_vs_tflm(build):
+    def cell(record):
+        ours, tflm = record.get(f"host_ms_{build}"), record.get("tflm_invoke_ms")
+        return f"{ours:.1f} vs {tflm:.1f}" if ours and tflm else "n/a"
+    return cell
+
+
+HOST_COLUMNS = [  # (header, key, field that must exist): TFLite Micro installed
+    ("host ms vs TFLM, no TinySeg", _host_vs_tflm("plain"), "host_ms_plain"),
+    ("host ms vs TFLM, TinySeg min", _host_vs_tflm("tinyseg"), "host_ms_tinyseg"),
 ]
 
 NOTES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_notes.md")
@@ -387,8 +462,8 @@ def _table(header, aligns, rows) -> list:
 
 
 def columns(records) -> list:
-    """The main table's columns: the QEMU ones only if some record has their figures."""
-    return COLUMNS + [(h, k) for h, k, needs in QEMU_COLUMNS if any(needs in r for r in records)]
+    """The main table's columns: the QEMU and host ones only if some record has their figures."""
+    return COLUMNS + [(h, k) for h, k, needs in QEMU_COLUMNS + HOST_COLUMNS if any(needs in r for r in records)]
 
 
 def budget_table(records) -> list:

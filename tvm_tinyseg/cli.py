@@ -220,10 +220,13 @@ def cmd_run(args) -> int:
     x = xs[0] if len(xs) == 1 else xs
     kind = boards.kind_for_platform(args.platform)
     board = boards.board(kind.name)
+    profile = {"profile": True} if args.profile or args.json else {}
+    if profile and args.platform != "qemu":
+        raise TinySegError("--profile counts instructions under QEMU: use it with --platform qemu")
     _progress(f"building {args.dir} for {args.platform}")
     stats = {}
-    artifact = board.build(args.dir, **({"ram_budget": args.ram_budget} if kind.ram_budget else {}))
-    y = board.run(args.dir, x, artifact, stats=stats)
+    artifact = board.build(args.dir, **({"ram_budget": args.ram_budget} if kind.ram_budget else {}), **profile)
+    y = board.run(args.dir, x, artifact, stats=stats, **profile)
     ys = y if isinstance(y, list) else [y]
     for i, array in enumerate(ys):
         if args.output:
@@ -236,7 +239,29 @@ def cmd_run(args) -> int:
     print(f"storage: {stats.get('storage_written', 0)} B written, {stats.get('storage_read', 0)} B read")
     for line in board.stats_lines(stats):
         print(line)
+    if profile:
+        _report_profile(args, stats)
     return EXIT_OK
+
+
+def _report_profile(args, stats: dict) -> None:
+    """The per-kernel table of a profile run (--profile) and its JSON (--json FILE)."""
+    from tvm_tinyseg import profile
+    from tvm_tinyseg.model_dir import memory_report
+
+    steps = memory_report(args.dir).get("steps")
+    if steps is None:
+        raise TinySegError(f"{args.dir}: memory.json lists no steps (compiled by an older tinyseg); compile again")
+    try:
+        rows = profile.profile_rows(steps, stats.get("marks", []))
+    except ValueError as err:
+        raise TinySegError(f"{args.dir}: {err}") from None
+    if args.profile:
+        print(profile.format_profile(rows, stats["instructions"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(profile.profile_json(rows, stats["instructions"]))
+        print(f"wrote {args.json}")
 
 
 def _parse_budgets(text: str):
@@ -364,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input array (.npy), once per model input in model order; zeros when omitted")
     p.add_argument("--output", action="append", metavar="NPY",
                    help="where to save an output array (.npy), once per model output in model order")
+    p.add_argument("--profile", action="store_true",
+                   help="qemu: print each kernel's executed instructions, MACs and instructions per MAC")
+    p.add_argument("--json", metavar="FILE", help="qemu: write the per-kernel profile as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="TFLite Micro, TVM and TinySeg side by side on one or more models")

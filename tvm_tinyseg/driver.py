@@ -21,6 +21,7 @@ from tvm_tinyseg.codegen.tir_to_c import CKernels, build_c_kernels
 from tvm_tinyseg.errors import ModelFileError, UnsupportedModelError
 from tvm_tinyseg.frontend import ImportedModel, load_model
 from tvm_tinyseg.pass_config import TinySegOptions, check_options, current_options
+from tvm_tinyseg.profile import step_records
 from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
 from tvm_tinyseg.output_dir import replacing
@@ -31,7 +32,7 @@ from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
 from tvm_tinyseg.passes.lower_onnx_qdq import LowerQDQToInteger
 from tvm_tinyseg.passes.lower_spatial_int8 import LowerQuantizedResizeAndMean
 from tvm_tinyseg.progress import timed
-from tvm_tinyseg.targets import check_mcpu
+from tvm_tinyseg.targets import check_mcpu, has_dsp
 
 C_TARGET = "c"
 _log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class CompileResult:
     kernels: CKernels
     options: TinySegOptions
     files: dict = field(default_factory=dict)  # file name -> text
-    mcpu: str = None  # the CPU the C is meant for (recorded only; the C is the same for all)
+    mcpu: str = None  # the CPU the C is meant for (DSP cores get the SMLAD dot products)
     module_name: str = DEFAULT_MODULE_NAME  # prefix of every C symbol, macro and file name
 
     @property
@@ -117,6 +118,9 @@ class CompileResult:
             "model": os.path.basename(self.model.path),
             "target": C_TARGET,
             "mcpu": self.mcpu,
+            # kernels whose int8 dot products use the DSP extension (SXTB16/SXTAB16/SMLAD) where the
+            # compiler defines __ARM_FEATURE_DSP; portable C elsewhere
+            "dsp_kernels": self.kernels.dsp_kernels,
             "tinyseg": self.options.enable,
             "planner": self.plan.algorithm,
             "ram_budget": self.options.ram_budget,
@@ -137,6 +141,7 @@ class CompileResult:
                            for b in self.plan.buffers if b.overwrites],
             "workspace_bytes": sum(self.kernels.workspace_bytes.values()),
             "kernels": sum(1 for s in self.table.steps if s.kind == "kernel"),
+            "steps": step_records(self.table, self.mod),  # the runner's calls, for profiles
         }
 
     @property
@@ -176,7 +181,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
     the defaults (no RAM budget: nothing spilled). ``mcpu`` (``targets.MCPUS``) is recorded in
-    memory.json. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
+    memory.json; for a DSP core (``targets.DSP_MCPUS``) the int8 dot products use SMLAD. ``module_name`` prefixes every C symbol, macro and file (``NAME_run``, ``NAME_model.h``).
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
     other than the batch (which is fixed to 1). ``check_c`` parses the generated C with the host
     compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error.
@@ -194,7 +199,7 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
         raise UnsupportedModelError(f"{path}: {err}") from None
     _check_finite_constants(path, memory.table)
     with timed(_log, "C emission"):
-        kernels = build_c_kernels(memory.mod)
+        kernels = build_c_kernels(memory.mod, dsp=has_dsp(mcpu))
         table, plan, storage_plan = memory.table, memory.arena, memory.storage
         result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
         io = result.io_spec

@@ -53,38 +53,43 @@ def conv2d_nhwc_int8(out_shape, strides, padding, dilation, groups, zp_in, zp_ou
     return compute
 
 
-def conv2d_transpose_nhwc_int8(out_shape, strides, padding, zp_in, zp_out, lo, hi, has_bias):
-    """TE builder for TRANSPOSE_CONV as a gather over the taps that hit: out[oy] sums x[iy]·w[ky]
-    over oy = iy·s + ky - pad, i.e. ky ≡ oy + pad (mod s). Each output visits only its
-    ceil(k/s) taps per axis (a quarter of them for 2x2 stride 2), never a zero-stuffed input.
-
-    x NHWC int8, w OHWI int8; every tap is summed in int32 (order does not matter, it is exact).
-    """
+def conv2d_transpose_accumulator(x, w, out_shape, strides, padding, zp_in):
+    """The int32 sum of a transposed convolution as a gather over the taps that hit: out[oy] sums
+    (x[iy] - zp_in)·w[ky] over oy = iy·s + ky - pad, i.e. ky ≡ oy + pad (mod s). Each output visits
+    only its ceil(k/s) taps per axis (a quarter of them for 2x2 stride 2), never a zero-stuffed
+    input. x NHWC int8, w OHWI int8, ``padding`` (top, left); every tap is summed in int32 (order
+    does not matter, it is exact). Shared by the TFLite and ONNX kernels."""
     sh, sw = strides
     top, left = padding
+    _, height, width, _ = x.shape
+    _, kh, kw, in_channels = w.shape
+    jy = te.reduce_axis((0, -(-int(kh) // sh)), "jy")
+    jx = te.reduce_axis((0, -(-int(kw) // sw)), "jx")
+    rc = te.reduce_axis((0, in_channels), "rc")
+
+    def tap_sum(n, y, xx, o):
+        ty, tx = y + top, xx + left
+        ry, rx = tirx.floormod(ty, sh) + jy * sh, tirx.floormod(tx, sw) + jx * sw
+        iy, ix = tirx.floordiv(ty, sh) - jy, tirx.floordiv(tx, sw) - jx
+        # with k not a multiple of s the last tap of some phases lies past the kernel
+        ragged_y, ragged_x = int(kh) % sh != 0, int(kw) % sw != 0
+        hit = tirx.all(iy >= 0, ix >= 0, iy < height, ix < width,
+                       *([ry < kh] if ragged_y else []), *([rx < kw] if ragged_x else []))
+        value = tirx.if_then_else(hit, x[n, iy, ix, rc].astype("int32") - i32(zp_in), i32(0))
+        ry, rx = tirx.min(ry, kh - 1) if ragged_y else ry, tirx.min(rx, kw - 1) if ragged_x else rx
+        weight = w[o, ry, rx, rc].astype("int32")
+        return te.sum(value * weight, axis=[jy, jx, rc])
+
+    return te.compute(out_shape, tap_sum, name="acc")
+
+
+def conv2d_transpose_nhwc_int8(out_shape, strides, padding, zp_in, zp_out, lo, hi, has_bias):
+    """TE builder for TRANSPOSE_CONV: ``conv2d_transpose_accumulator``, then TFLite's
+    requantization. x NHWC int8, w OHWI int8."""
 
     def compute(x, w, *rest):
         bias, multiplier, shift = rest if has_bias else (None, *rest)
-        _, height, width, _ = x.shape
-        _, kh, kw, in_channels = w.shape
-        jy = te.reduce_axis((0, -(-int(kh) // sh)), "jy")
-        jx = te.reduce_axis((0, -(-int(kw) // sw)), "jx")
-        rc = te.reduce_axis((0, in_channels), "rc")
-
-        def tap_sum(n, y, xx, o):
-            ty, tx = y + top, xx + left
-            ry, rx = tirx.floormod(ty, sh) + jy * sh, tirx.floormod(tx, sw) + jx * sw
-            iy, ix = tirx.floordiv(ty, sh) - jy, tirx.floordiv(tx, sw) - jx
-            # with k not a multiple of s the last tap of some phases lies past the kernel
-            ragged_y, ragged_x = int(kh) % sh != 0, int(kw) % sw != 0
-            hit = tirx.all(iy >= 0, ix >= 0, iy < height, ix < width,
-                           *([ry < kh] if ragged_y else []), *([rx < kw] if ragged_x else []))
-            value = tirx.if_then_else(hit, x[n, iy, ix, rc].astype("int32") - i32(zp_in), i32(0))
-            ry, rx = tirx.min(ry, kh - 1) if ragged_y else ry, tirx.min(rx, kw - 1) if ragged_x else rx
-            weight = w[o, ry, rx, rc].astype("int32")
-            return te.sum(value * weight, axis=[jy, jx, rc])
-
-        acc = te.compute(out_shape, tap_sum, name="acc")
+        acc = conv2d_transpose_accumulator(x, w, out_shape, strides, padding, zp_in)
         return _requantize(acc, bias, multiplier, shift, zp_out, lo, hi)
 
     return compute

@@ -20,7 +20,7 @@ the same float32 steps (``lookup_table``).
 import numpy as np
 from tvm import te, tirx
 
-from .conv import conv2d_accumulator
+from .conv import conv2d_accumulator, conv2d_transpose_accumulator
 from .elementwise import broadcast_reader
 from .requantize import i32
 
@@ -96,14 +96,14 @@ def conv2d_nhwc_int8(out_shape, strides, padding, dilation, groups, zp_in, zp_ou
 
 
 def conv2d_transpose_nhwc_int8(out_shape, strides, padding, dilation, zp_in, zp_out, lo, hi, has_bias):
-    """ConvTranspose (groups 1) as a gather: ``out[y]`` sums ``x[iy]·w[ky]`` over
-    ``y = iy·s + ky·d - pad``; x NHWC int8, w OHWI int8."""
+    """ConvTranspose (groups 1): x NHWC int8, w OHWI int8. Undilated, conv.py's gather over the
+    taps that hit; dilated, a gather over every tap: ``out[y]`` sums ``x[iy]·w[ky]`` over
+    ``y = iy·s + ky·d - pad``."""
     sh, sw = strides
     dh, dw = dilation
     top, left = padding
 
-    def compute(x, w, *rest):
-        bias, scale = rest if has_bias else (None, *rest)
+    def dilated_accumulator(x, w):
         _, height, width, _ = x.shape
         _, kh, kw, in_channels = w.shape
         rc = te.reduce_axis((0, in_channels), "rc")
@@ -118,7 +118,14 @@ def conv2d_transpose_nhwc_int8(out_shape, strides, padding, dilation, zp_in, zp_
             value = tirx.if_then_else(hit, x[n, iy, ix, rc].astype("int32") - i32(zp_in), i32(0))
             return te.sum(value * w[o, ry, rx, rc].astype("int32"), axis=[ry, rx, rc])
 
-        acc = te.compute(out_shape, tap_sum, name="acc")
+        return te.compute(out_shape, tap_sum, name="acc")
+
+    def compute(x, w, *rest):
+        bias, scale = rest if has_bias else (None, *rest)
+        if (dh, dw) == (1, 1):
+            acc = conv2d_transpose_accumulator(x, w, out_shape, strides, padding, zp_in)
+        else:
+            acc = dilated_accumulator(x, w)
         return _requantize_stage(acc, bias, scale, zp_out, lo, hi)
 
     return compute

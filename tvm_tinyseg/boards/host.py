@@ -62,14 +62,16 @@ def stats_lines(stats: dict) -> list:  # noqa: ARG001 (the board interface)
     return []
 
 
-def run(model_dir: str, x, exe: str = None, stats: dict = None, storage_server=None, valgrind: bool = False):
+def run(model_dir: str, x, exe: str = None, stats: dict = None, storage_server=None, valgrind: bool = False,
+        timing_runs: int = 0):
     """Run the built model on ``x``, an array or, for a model with several inputs, a list of
     them (model order), each of its input's shape and dtype; return the output, or the list of
     outputs when the model has several (or ``x`` is a list). A file
     storage backend gets a fresh temporary file, a uart (remote) one ``storage_server`` (a
     tvm_tinyseg.storage_server.StorageServer; by default a fresh one for this run). ``stats``, if
-    given, receives the bytes written to and read from storage. ``valgrind`` runs it under
-    memcheck: any memory error fails the run."""
+    given, receives the bytes written to and read from storage, and with ``timing_runs`` the wall
+    time of that many more runs (``run_ns``). ``valgrind`` runs it under memcheck: any memory
+    error fails the run."""
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     spec = checked_inputs(model_dir, xs)
     name = module_name(model_dir)
@@ -86,11 +88,16 @@ def run(model_dir: str, x, exe: str = None, stats: dict = None, storage_server=N
             from tvm_tinyseg.storage_server import serving
 
             env[rename("TINYSEG_STORAGE_PORT", name)] = str(stack.enter_context(serving(storage_server)).port)
+        if timing_runs:
+            env[rename("TINYSEG_TIMING_RUNS", name)] = str(int(timing_runs))
         checker = VALGRIND if valgrind else []
         proc = subprocess.run([*checker, exe, *in_paths, *out_paths], capture_output=True, text=True, env=env)
         run_stats = parse_stats(proc.stderr)
         if stats is not None:
             stats.update(run_stats)
+            times = [ln.split()[1:] for ln in proc.stderr.splitlines() if ln.startswith("tinyseg-times-ns:")]
+            if times:
+                stats["run_ns"] = [int(t) for t in times[0]]
         if run_failure(run_stats):
             raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")
         if proc.returncode != 0:

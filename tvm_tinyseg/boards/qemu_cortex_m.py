@@ -25,6 +25,7 @@ from tvm_tinyseg.codegen.model_files import copy_runtime
 from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.microtvm_projects import template_dir
 from tvm_tinyseg.model_dir import copy_files, copy_template, memory_report, runtime_headers, storage_backend, write_text
+from tvm_tinyseg.profile import MARK_FUNCTION
 from tvm_tinyseg.progress import timed
 
 NAME = "qemu_cortex_m"
@@ -42,6 +43,8 @@ ELF = "tinyseg_qemu.elf"
 PLUGIN = "libtinyseg_insncount.so"  # the project's QEMU plugin counting executed instructions
 INSTRUCTIONS_FILE = "instructions.txt"
 RUN_TIMEOUT = 600
+PROFILE_CFLAG = "-DTINYSEG_PROFILE"
+NM = "arm-none-eabi-nm"
 
 RAM_ORIGIN, RAM_WINDOW = 0x20000000, 4 << 20
 PSRAM_ORIGIN, PSRAM_WINDOW = 0x60000000, 16 << 20
@@ -129,13 +132,17 @@ def _project_is_current(model_dir: str) -> bool:
     return os.path.exists(makefile) and os.path.getmtime(makefile) >= os.path.getmtime(report)
 
 
-def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: int = STACK_SIZE) -> str:
+def build(model_dir: str, ram_budget: int = None, extra_cflags=(), stack_size: int = STACK_SIZE,
+          profile: bool = False) -> str:
     """Build the model's qemu_cortex_m project (``make``; the project is written into ``model_dir``
     first unless ``tinyseg compile --project qemu_cortex_m`` did) and its instruction-count plugin;
     return the ELF's path. ``ram_budget`` (bytes) is the SRAM the linker may use for .data, .bss
     and the stack (default: the project's); a firmware that needs more raises TinySegError with the
-    linker's "region `RAM' overflowed by N bytes"."""
+    linker's "region `RAM' overflowed by N bytes". ``profile`` builds the per-kernel marks in
+    (tvm_tinyseg/profile.py)."""
     _check_mcpu(model_dir)
+    if profile:
+        extra_cflags = (*extra_cflags, PROFILE_CFLAG)
     if stack_size < STACK_GUARD + 64:
         raise TinySegError(f"stack size {stack_size} B: at least {STACK_GUARD + 64} B "
                            f"(the MPU guard takes {STACK_GUARD})")
@@ -181,18 +188,29 @@ def static_memory(elf: str) -> dict:
     return usage
 
 
+def profile_mark_address(elf: str) -> int:
+    """The entry of a profile build's mark function (Thumb bit cleared), or a TinySegError."""
+    proc = subprocess.run([NM, elf], capture_output=True, text=True, check=True)
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == MARK_FUNCTION and parts[1] in "tT":
+            return int(parts[0], 16) & ~1
+    raise TinySegError(f"{elf}: not a profile build (no {MARK_FUNCTION}; build with profile=True)")
+
+
 def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT, args=("input.bin", "output.bin"),
-                 serial: str = "none", plugin: str = None) -> subprocess.CompletedProcess:
+                 serial: str = "none", plugin: str = None, mark: int = None) -> subprocess.CompletedProcess:
     """Run ``elf`` under QEMU with ``workdir`` as the semihosting working directory; the exit
     status is the firmware's (SYS_EXIT_EXTENDED). ``serial`` is UART0's QEMU chardev. With
     ``plugin`` (the project's instruction counter) the count goes to ``INSTRUCTIONS_FILE`` in
-    ``workdir``."""
+    ``workdir``, with the counts at each execution of address ``mark`` when given."""
     semihosting = ",".join(["enable=on,target=native,chardev=semihost", "arg=tinyseg",
                             *(f"arg={a}" for a in args)])
     cmd = [QEMU, "-M", MACHINE, "-display", "none", "-monitor", "none", "-serial", serial,
            "-chardev", "stdio,id=semihost", "-semihosting-config", semihosting, "-kernel", os.path.abspath(elf)]
     if plugin:
-        cmd += ["-plugin", f"{os.path.abspath(plugin)},out={INSTRUCTIONS_FILE}"]
+        marks = f",mark={mark:#x}" if mark is not None else ""
+        cmd += ["-plugin", f"{os.path.abspath(plugin)},out={INSTRUCTIONS_FILE}{marks}"]
     try:
         return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -200,30 +218,37 @@ def run_firmware(elf: str, workdir: str, timeout: float = RUN_TIMEOUT, args=("in
         raise TinySegError(f"{elf}: QEMU run timed out after {timeout} s") from e
 
 
-def _instructions(workdir: str) -> int:
-    """The plugin's count, or a TinySegError when QEMU ran without writing it."""
+def instruction_counts(workdir: str) -> dict:
+    """The plugin's ``instructions`` (and a profile run's ``marks``), or a TinySegError when QEMU
+    ran without writing them."""
     path = os.path.join(workdir, INSTRUCTIONS_FILE)
     try:
         with open(path) as f:
-            return int(f.read().strip().partition("=")[2])
-    except (OSError, ValueError):
+            items = dict(line.split("=", 1) for line in f.read().split())
+        counts = {"instructions": int(items["instructions"])}
+        if "marks" in items:
+            counts["marks"] = [int(c) for c in items["marks"].split(",") if c]
+        return counts
+    except (OSError, ValueError, KeyError):
         raise TinySegError(f"the instruction-count plugin wrote no count ({INSTRUCTIONS_FILE})") from None
 
 
 def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, timeout: float = RUN_TIMEOUT,
-        storage_server=None) -> np.ndarray:
+        storage_server=None, profile: bool = False) -> np.ndarray:
     """Run the firmware on ``x`` under QEMU in a fresh working directory (which also holds a file
     storage pool); return the output. ``stats``, if given, receives the bytes written to and read
     from storage (``storage_written``, ``storage_read``), tinyseg_run's ``status``, the stack's
     high-water mark (``stack_used``), QEMU's ``exit_status``, the ELF's ``static_ram_bytes``,
     ``static_flash_bytes`` and ``static_psram_bytes``, the executed guest ``instructions`` (the
-    project's QEMU plugin, built beside the ELF) and the wall time (``seconds``). A uart model's
-    UART0 talks to ``storage_server`` (by default a fresh storage_server.StorageServer)."""
+    project's QEMU plugin, built beside the ELF) and the wall time (``seconds``); with ``profile``
+    (the ELF a ``build(..., profile=True)``) also the count at each profile mark (``marks``). A uart
+    model's UART0 talks to ``storage_server`` (by default a fresh storage_server.StorageServer)."""
     spec = checked_input(model_dir, x)
     elf = os.path.abspath(elf or os.path.join(model_dir, ELF))
     if not os.path.exists(elf):
         elf = build(model_dir)
     plugin = os.path.join(os.path.dirname(elf), PLUGIN)
+    mark = profile_mark_address(elf) if profile else None
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         np.ascontiguousarray(x).tofile(os.path.join(tmp, "input.bin"))
         serial = "none"
@@ -233,7 +258,8 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             port = stack.enter_context(serving(storage_server)).port
             serial = f"tcp:127.0.0.1:{port},nodelay=on"
         start = time.monotonic()
-        proc = run_firmware(elf, tmp, timeout, serial=serial, plugin=plugin if os.path.exists(plugin) else None)
+        proc = run_firmware(elf, tmp, timeout, serial=serial, plugin=plugin if os.path.exists(plugin) else None,
+                            mark=mark)
         seconds = time.monotonic() - start
         run_stats = parse_stats(proc.stdout)
         if stats is not None:
@@ -241,7 +267,7 @@ def run(model_dir: str, x: np.ndarray, elf: str = None, stats: dict = None, time
             stats["exit_status"] = proc.returncode
             stats["seconds"] = seconds
             if os.path.exists(plugin) and proc.returncode == 0:
-                stats["instructions"] = _instructions(tmp)
+                stats.update(instruction_counts(tmp))
             stats.update({f"static_{k}_bytes": v for k, v in static_memory(elf).items()})
         if run_failure(run_stats):
             raise TinySegError(f"{model_dir}: {run_failure(run_stats)}")

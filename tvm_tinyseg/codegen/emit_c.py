@@ -90,6 +90,19 @@ DEBUG_CHECKS = [
 ]
 
 
+# Profile builds (-DTINYSEG_PROFILE): a call to an empty, out-of-line function before every step and
+# after the last, whose entry the QEMU plugin watches (tvm_tinyseg/profile.py). The asm statement
+# keeps the compiler from dropping the calls.
+PROFILE_HOOK = [
+    "#ifdef TINYSEG_PROFILE",
+    "static void __attribute__((noinline)) tinyseg_profile_mark(void) { __asm__ volatile(\"\" ::: \"memory\"); }",
+    "#define TINYSEG_PROFILE_MARK() tinyseg_profile_mark()",
+    "#else",
+    "#define TINYSEG_PROFILE_MARK()",
+    "#endif",
+]
+
+
 def workspace_buffer(step: int) -> str:
     return f"ws{step}"
 
@@ -266,6 +279,7 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
     for step in table.steps:
         written = guard_index.get(step.output, -1)
         calls.append(f"  TINYSEG_DEBUG_BEFORE({step.index}, {written});")
+        calls.append("  TINYSEG_PROFILE_MARK();")
         calls.append(_step_call(table, step, pointer, offsets, storage_offsets, kernels))
         if reads_storage and not mapped_storage and _reads_storage(table, step):
             calls.append("  TINYSEG_TRY(tinyseg_stream_status);")
@@ -273,6 +287,7 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
             read = sum(table.tensors[a].nbytes for a in step.args if isinstance(a, str) and table.tensors[a].in_storage)
             calls.append(f"  tinyseg_storage_bytes_read += {read}u;  /* read in place through the mapping */")
         calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
+    calls.append("  TINYSEG_PROFILE_MARK();")
     for i, name in enumerate(table.outputs):
         calls += [f"  if (outputs[{i}] != (void *)({ARENA} + {offsets[name]})) {{",
                   f"    memcpy(outputs[{i}], {ARENA} + {offsets[name]}, TINYSEG_OUTPUT{i}_BYTES);",
@@ -366,6 +381,8 @@ def _arena_definition(arena_bytes: int, guarded: list, offsets: dict) -> list:
         "#endif",
         "",
         *DEBUG_CHECKS,
+        "",
+        *PROFILE_HOOK,
     ]
 
 

@@ -10,12 +10,13 @@ with MakePackedAPI/LowerTVMBuiltin replaced by two passes:
 * ``MakeUnpackedAPI`` turns buffer parameters into plain typed pointers.
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 import tvm_ffi
 from tvm import ir, s_tir, tirx
 
+from tvm_tinyseg.passes.dsp_dot_products import DSP_LOOPS_ATTR, UseDSPDotProducts
 from tvm_tinyseg.passes.hoist_tap_conditions import HoistTapConditions
 from tvm_tinyseg.passes.lifetime import STORAGE_OP_ATTR  # spill/fetch copies become storage calls
 
@@ -82,8 +83,9 @@ def MakeUnpackedAPI(func, mod, ctx):
     return tirx.PrimFunc(params, body, func.ret_type, func.attrs)
 
 
-def _lowering_passes():
-    """TVM's default S-TIR lowering (tvm/s_tir/pipeline.py) minus the packed API."""
+def _lowering_passes(dsp: bool = False):
+    """TVM's default S-TIR lowering (tvm/s_tir/pipeline.py) minus the packed API; with ``dsp``
+    the int8 dot products call tinyseg_arith.h's SMLAD helpers."""
     return [
         s_tir.transform.CanonicalizeLoop(),
         s_tir.transform.LowerCrossThreadReduction(),
@@ -104,6 +106,7 @@ def _lowering_passes():
         tirx.transform.RemoveNoOp(),
         HoistTapConditions,
         tirx.transform.StmtSimplify(),
+        *([UseDSPDotProducts] if dsp else []),
         s_tir.transform.RewriteUnsafeSelect(),
         tirx.transform.CommonSubexprElim(),
         tirx.transform.VerifyMemory(),
@@ -112,18 +115,23 @@ def _lowering_passes():
     ]
 
 
-def _tinyseg_c_pipeline():
-    @tvm.transform.module_pass(opt_level=0, name="TinySegCLowering")
-    def lower(mod, _ctx):
-        return tvm.transform.Sequential(_lowering_passes())(mod)
+def _tinyseg_c_pipeline(dsp: bool):
+    def pipeline():
+        @tvm.transform.module_pass(opt_level=0, name="TinySegCLowering")
+        def lower(mod, _ctx):
+            return tvm.transform.Sequential(_lowering_passes(dsp))(mod)
 
-    def finalize():
-        return tvm.transform.Sequential([tirx.transform.LowerIntrin()])
+        def finalize():
+            return tvm.transform.Sequential([tirx.transform.LowerIntrin()])
 
-    return lower, finalize, finalize
+        return lower, finalize, finalize
+
+    return pipeline
 
 
-tirx.register_tir_pipeline("tinyseg_c", _tinyseg_c_pipeline)
+PIPELINES = {False: "tinyseg_c", True: "tinyseg_c_dsp"}
+for _dsp, _name in PIPELINES.items():
+    tirx.register_tir_pipeline(_name, _tinyseg_c_pipeline(_dsp))
 
 
 @dataclass
@@ -133,6 +141,7 @@ class CKernels:
 
     source: str
     workspace_bytes: dict
+    dsp_kernels: list = field(default_factory=list)  # kernels whose dot products call the SMLAD helpers
 
 
 KERNEL_QUALIFIER = "TINYSEG_NOINLINE"
@@ -178,19 +187,27 @@ def _c_kernels(tir_mod: tvm.IRModule) -> tvm.IRModule:
                          if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and STORAGE_OP_ATTR in f.attrs)})
 
 
-def workspace_bytes(tir_mod: tvm.IRModule) -> dict:
-    """Kernel name → the workspace (``LiftWorkspace``) its C function needs: TVM's lowering only,
-    without C code generation, so memory planning can count it."""
-    lowered = tvm.transform.Sequential(_lowering_passes())(
+def _lowered(tir_mod: tvm.IRModule, dsp: bool = False) -> tvm.IRModule:
+    """TVM's lowering only, without C code generation."""
+    return tvm.transform.Sequential(_lowering_passes(dsp))(
         tirx.transform.BindTarget(tvm.target.Target("c", host="c"))(_c_kernels(tir_mod)))
-    return {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in lowered.functions_items()}
 
 
-def build_c_kernels(tir_mod: tvm.IRModule) -> CKernels:
-    """Lower every PrimFunc of ``tir_mod`` to plain C."""
+def workspace_bytes(tir_mod: tvm.IRModule) -> dict:
+    """Kernel name → the workspace (``LiftWorkspace``) its C function needs, so memory planning
+    can count it."""
+    return {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in _lowered(tir_mod).functions_items()}
+
+
+def build_c_kernels(tir_mod: tvm.IRModule, dsp: bool = False) -> CKernels:
+    """Lower every PrimFunc of ``tir_mod`` to plain C; with ``dsp`` for a core with the Arm DSP
+    extension (passes/dsp_dot_products.py)."""
     kernels = _c_kernels(tir_mod)
-    source = tvm.tirx.build(kernels, target="c", pipeline="tinyseg_c").inspect_source()
+    source = tvm.tirx.build(kernels, target="c", pipeline=PIPELINES[dsp]).inspect_source()
     # tirx.build does not hand back the lowered module: re-run the (cheap) lowering to read the
-    # workspace attribute each kernel got.
+    # attributes each kernel got.
+    lowered = _lowered(tir_mod, dsp)
     names = {gv.name_hint for gv in kernels.get_global_vars()}
-    return CKernels(_clean_source(source, names), workspace_bytes(tir_mod))
+    return CKernels(_clean_source(source, names),
+                    {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in lowered.functions_items()},
+                    sorted(gv.name_hint for gv, f in lowered.functions_items() if int(f.attrs.get(DSP_LOOPS_ATTR, 0))))

@@ -1,7 +1,11 @@
 /* Host harness for a generated model: raw input bytes in, raw output bytes out, one file per
- * tensor in model order. usage: tinyseg_host IN0.bin [IN1.bin ...] OUT0.bin [OUT1.bin ...] */
+ * tensor in model order. usage: tinyseg_host IN0.bin [IN1.bin ...] OUT0.bin [OUT1.bin ...]
+ * With TINYSEG_TIMING_RUNS=N in the environment it runs the model N more times and prints each
+ * run's wall time ("tinyseg-times-ns: T1 T2 ..."). */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include "tinyseg_model.h"
 #include "tinyseg_storage.h"
 
@@ -33,6 +37,18 @@ int main(int argc, char **argv) {
   int status = tinyseg_invoke(inputs, outputs);
   fprintf(stderr, "tinyseg-stats: status=%d storage_written=%lu storage_read=%lu\n", status,
           (unsigned long)tinyseg_storage_bytes_written, (unsigned long)tinyseg_storage_bytes_read);
+  const char *timing_runs = getenv("TINYSEG_TIMING_RUNS");
+  if (status == TINYSEG_OK && timing_runs != NULL) {
+    fprintf(stderr, "tinyseg-times-ns:");
+    for (int run = atoi(timing_runs); run > 0 && status == TINYSEG_OK; --run) {
+      struct timespec start, end;
+      clock_gettime(CLOCK_MONOTONIC, &start);
+      status = tinyseg_invoke(inputs, outputs);
+      clock_gettime(CLOCK_MONOTONIC, &end);
+      fprintf(stderr, " %lld", (long long)(end.tv_sec - start.tv_sec) * 1000000000LL + (end.tv_nsec - start.tv_nsec));
+    }
+    fprintf(stderr, "\n");
+  }
   if (status != TINYSEG_OK) {
     fprintf(stderr, "tinyseg_run failed with status %d\n", status);
     return 70;

@@ -4,6 +4,10 @@
 #ifndef TINYSEG_ARITH_H
 #define TINYSEG_ARITH_H
 #include <stdint.h>
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
 
 /* TFLM computes x * (1 << left_shift) with a shift count that QuantizeMultiplier does not bound
  * (an output scale of 1e-30 gives 88); the reference build executes it as a 32-bit shift, whose
@@ -26,6 +30,95 @@ static inline int32_t tinyseg_mbqm(int32_t x, int32_t multiplier, int32_t shift)
   int32_t remainder = high & mask;
   int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
   return (high >> right) + (remainder > threshold ? 1 : 0);
+}
+
+/* The int8 dot products of a convolution's reduction over input channels, for TILE output channels
+ * at once (code generated with --mcpu for a core with the DSP extension calls these, see
+ * passes/dsp_dot_products.py): acc[k] += sum over c < n of (x[c] + x_offset) * w[k * w_stride + c].
+ * With the DSP extension four channels take one load of x, two SXTAB16 (x + offset in 16-bit lanes)
+ * and, per output channel, one load of w, two SXTB16 and two SMLAD; the sums are those of the
+ * portable loop (int32 products of int16 lanes, added mod 2^32), so the result is bit-identical.
+ * Elsewhere, and for the last n % 4 channels, the portable loop. Four accumulators at a time: eight
+ * and their operands would not fit Cortex-M's registers. */
+/* Inlined at every call, so the stride and channel count are constants there (gcc -O2 gives up
+ * inlining when a kernel calls the helpers from several places). */
+#if defined(__GNUC__)
+#define TINYSEG_DOT_INLINE static inline __attribute__((always_inline))
+#else
+#define TINYSEG_DOT_INLINE static inline
+#endif
+
+static inline uint32_t tinyseg_load_s8x4(const int8_t *p) {
+  uint32_t v; /* an unaligned 32-bit load on Armv7-M and later */
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+#if defined(__ARM_FEATURE_DSP)
+static inline int16x2_t tinyseg_offset_pair(int32_t offset) {
+  return (int16x2_t)(((uint32_t)offset & 0xFFFFu) * 0x10001u);
+}
+
+/* SXTB16 of the word rotated by 8 (bytes 1 and 3): one instruction; gcc does not fuse the rotation */
+static inline int16x2_t tinyseg_sxtb16_ror8(uint32_t v) {
+#if defined(__GNUC__)
+  int16x2_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+#else
+  return __sxtb16((int8x4_t)((v >> 8) | (v << 24)));
+#endif
+}
+
+static inline int16x2_t tinyseg_sxtab16_ror8(int16x2_t a, uint32_t v) {
+#if defined(__GNUC__)
+  int16x2_t r;
+  __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+  return r;
+#else
+  return __sxtab16(a, (int8x4_t)((v >> 8) | (v << 24)));
+#endif
+}
+
+/* a += x02 . (w0, w2) + x13 . (w1, w3) for the four weights at w */
+#define TINYSEG_SMLAD_S8X4(a, w, x02, x13)                 \
+  do {                                                     \
+    const uint32_t w4_ = tinyseg_load_s8x4(w);             \
+    (a) = __smlad(__sxtb16((int8x4_t)w4_), (x02), (a));    \
+    (a) = __smlad(tinyseg_sxtb16_ror8(w4_), (x13), (a));   \
+  } while (0)
+#endif
+
+TINYSEG_DOT_INLINE void tinyseg_dot_s8x4(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
+                                        int32_t x_offset) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  int32_t c = 0;
+#if defined(__ARM_FEATURE_DSP)
+  const int16x2_t offsets = tinyseg_offset_pair(x_offset);
+  for (; c + 4 <= n; c += 4) {
+    const uint32_t x4 = tinyseg_load_s8x4(x + c);
+    const int16x2_t x02 = __sxtab16(offsets, (int8x4_t)x4), x13 = tinyseg_sxtab16_ror8(offsets, x4);
+    const int8_t *wc = w + c;
+    TINYSEG_SMLAD_S8X4(a0, wc, x02, x13);
+    TINYSEG_SMLAD_S8X4(a1, wc + w_stride, x02, x13);
+    TINYSEG_SMLAD_S8X4(a2, wc + 2 * w_stride, x02, x13);
+    TINYSEG_SMLAD_S8X4(a3, wc + 3 * w_stride, x02, x13);
+  }
+#endif
+  for (; c < n; ++c) {
+    const int32_t v = x[c] + x_offset;
+    a0 += v * w[c];
+    a1 += v * w[w_stride + c];
+    a2 += v * w[2 * w_stride + c];
+    a3 += v * w[3 * w_stride + c];
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+TINYSEG_DOT_INLINE void tinyseg_dot_s8x8(int32_t *acc, const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n,
+                                        int32_t x_offset) {
+  tinyseg_dot_s8x4(acc, x, w, w_stride, n, x_offset);
+  tinyseg_dot_s8x4(acc + 4, x, w + 4 * w_stride, w_stride, n, x_offset);
 }
 
 /* int8 SOFTMAX (TFLite Micro's reference_ops::Softmax with gemmlowp fixed point): the output of one
