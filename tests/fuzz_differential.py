@@ -601,12 +601,27 @@ def _describe(seed, index):
     return {"index": index, "base": base, "kind": kind}
 
 
-def _serve(seed, todo: queue.Queue, results: list, timeout: float):
+class _Results(list):
+    """Results as they arrive, each also written to a log (a JSON line, flushed) when given one."""
+
+    def __init__(self, log=None):
+        super().__init__()
+        self.log, self.lock = log, threading.Lock()
+
+    def append(self, record):
+        with self.lock:
+            super().append(record)
+            if self.log:
+                self.log.write(json.dumps(record) + "\n")
+                self.log.flush()
+
+
+def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: float):
     """One worker thread: run cases from ``todo`` in a worker process, replacing it when it dies,
-    hangs or has run CASES_PER_WORKER cases."""
+    hangs or has run CASES_PER_WORKER cases; no case is started after ``stop_at`` (monotonic)."""
     worker = None
     try:
-        while True:
+        while time.monotonic() < stop_at:
             try:
                 index = todo.get_nowait()
             except queue.Empty:
@@ -644,13 +659,17 @@ def _serve(seed, todo: queue.Queue, results: list, timeout: float):
             worker.close()
 
 
-def run_cases(seed: int, indices, jobs: int = 1, timeout: float = CASE_TIMEOUT_S, progress=None) -> list:
-    """Run cases (seed, i) for i in ``indices`` in ``jobs`` worker processes; results by index."""
+def run_cases(seed: int, indices, jobs: int = 1, timeout: float = CASE_TIMEOUT_S, progress=None, log=None,
+              time_limit: float = None) -> list:
+    """Run cases (seed, i) for i in ``indices`` in ``jobs`` worker processes; results by index
+    (also written to ``log``, a text file, as they come). After ``time_limit`` seconds no case is
+    started: the results are those finished."""
     todo = queue.Queue()
     for i in indices:
         todo.put(i)
-    results = []
-    threads = [threading.Thread(target=_serve, args=(seed, todo, results, timeout)) for _ in range(jobs)]
+    results = _Results(log)
+    stop_at = time.monotonic() + (time_limit if time_limit is not None else float("inf"))
+    threads = [threading.Thread(target=_serve, args=(seed, todo, results, timeout, stop_at)) for _ in range(jobs)]
     for t in threads:
         t.start()
     if progress:
@@ -683,7 +702,9 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--case", type=int, help="run this one case in this process (and print it)")
     p.add_argument("--keep", help="with --case: keep the mutated model and its C here")
-    p.add_argument("--log", help="write every result as a JSON line here")
+    p.add_argument("--log", help="write every result as a JSON line here, as it comes")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="start no case after this long")
+    p.add_argument("--summarize", metavar="LOG", help="print the summary of a --log file and exit")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -693,12 +714,15 @@ def main(argv=None) -> int:
         print(json.dumps(run_case(args.seed, args.case, keep_dir=args.keep)))
         return 0
     start = time.monotonic()
-    results = run_cases(args.seed, range(args.count), args.jobs,
-                        progress=lambda n: print(f"\r{n}/{args.count} cases", end="", file=sys.stderr, flush=True))
-    print(file=sys.stderr)
-    if args.log:
-        with open(args.log, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in results)
+    if args.summarize:
+        with open(args.summarize) as f:
+            results = sorted((json.loads(line) for line in f), key=lambda r: r["index"])
+    else:
+        with open(args.log, "w") if args.log else contextlib.nullcontext() as log:
+            results = run_cases(args.seed, range(args.count), args.jobs, log=log, time_limit=args.time_limit,
+                                progress=lambda n: print(f"\r{n}/{args.count} cases", end="", file=sys.stderr,
+                                                         flush=True))
+        print(file=sys.stderr)
     failures = [r for r in results if r["class"] in FAILURE_CLASSES]
     for r in failures:
         print(f"FAIL {r['class']}: seed {args.seed} case {r['index']} ({r['base']}, {r['kind']}): {r['detail']}"
