@@ -20,7 +20,9 @@ refused. Outcome classes (``OK_CLASSES`` pass, ``FAILURE_CLASSES`` fail)::
     internal-error   not a one-line TinySegError (a traceback's exception, a multi-line message)
     bad-c            the generated C does not build with -Wall -Wextra -Werror
     run-crash        the built program fails or reports an error status
-    worker-died      the process died (a segfault) while we compiled or ran the case
+    worker-died      the process died (a segfault) while we compiled or ran the case (when the
+                     reference crashes, that counts as it refusing the model: the case runs again
+                     in a fresh worker without the reference)
     hang             a case took longer than CASE_TIMEOUT_S
     ref-no-arena     TFLite Micro could not allocate its (16 MiB) arena: no verdict
 
@@ -517,8 +519,11 @@ def compare(got, expected, integer: bool):
     return None
 
 
-def run_case(seed: int, index: int, keep_dir: str = None, report=lambda phase: None) -> dict:
-    """Classify case (seed, index): {"index", "base", "kind", "class", "detail"}."""
+def run_case(seed: int, index: int, keep_dir: str = None, report=lambda phase: None,
+             reference_crashed: bool = False) -> dict:
+    """Classify case (seed, index): {"index", "base", "kind", "class", "detail"}. After the
+    reference crashed on the case (killing its process), ``reference_crashed`` counts that as the
+    reference refusing the model, and only this project runs it."""
     base, ext, reference, data, kind = make_case(seed, index)
     case = {"index": index, "base": base, "kind": kind}
     with tempfile.TemporaryDirectory(prefix="fuzzdiff") as tmp:
@@ -528,7 +533,10 @@ def run_case(seed: int, index: int, keep_dir: str = None, report=lambda phase: N
         with open(path, "wb") as f:
             f.write(data)
         report("reference")
-        ref_class, ref_value, ref_outputs = reference_outputs(path, reference)
+        if reference_crashed:
+            ref_class, ref_value, ref_outputs = "refused", f"{reference} crashed on it", None
+        else:
+            ref_class, ref_value, ref_outputs = reference_outputs(path, reference)
         report("ours")
         ours, value, spec = our_outputs(path, work, ref_value if ref_class == "ok" else None)
     if ref_class == "ref-no-arena":
@@ -562,9 +570,11 @@ def worker_main(seed: int) -> None:
         out.flush()
 
     for line in sys.stdin:
-        index = int(line)
+        index, *flags = line.split()
+        index = int(index)
         try:
-            result = run_case(seed, index, report=lambda phase: emit({"index": index, "phase": phase}))
+            result = run_case(seed, index, report=lambda phase: emit({"index": index, "phase": phase}),
+                              reference_crashed="reference-crashed" in flags)
         except Exception:  # noqa: BLE001 (a bug of this harness: reported, not hidden)
             result = {"index": index, "base": "?", "kind": "?", "class": "internal-error",
                       "detail": "harness: " + traceback.format_exc().strip().splitlines()[-1]}
@@ -616,6 +626,23 @@ class _Results(list):
                 self.log.flush()
 
 
+def _await(worker, timeout):
+    """(the case's result or None, its last phase, "done" or "died" or "hung"); a hung worker is killed."""
+    phase, deadline = "start", time.monotonic() + timeout
+    while True:
+        try:
+            record = worker.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            worker.proc.kill()
+            return None, phase, "hung"
+        if record is None:
+            return None, phase, "died"
+        if "phase" in record:
+            phase = record["phase"]
+            continue
+        return record, phase, "done"
+
+
 def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: float):
     """One worker thread: run cases from ``todo`` in a worker process, replacing it when it dies,
     hangs or has run CASES_PER_WORKER cases; no case is started after ``stop_at`` (monotonic)."""
@@ -626,33 +653,28 @@ def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: floa
                 index = todo.get_nowait()
             except queue.Empty:
                 return
-            if worker is None or worker.done >= CASES_PER_WORKER:
-                if worker:
-                    worker.close()
-                worker = _Worker(seed)
-            worker.proc.stdin.write(f"{index}\n")
-            worker.proc.stdin.flush()
-            phase, deadline = "start", time.monotonic() + timeout
-            while True:
-                try:
-                    record = worker.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-                except queue.Empty:
-                    results.append({**_describe(seed, index), "class": "hang", "detail": f"in phase {phase}"})
-                    worker.proc.kill()
-                    worker.close()
-                    worker = None
-                    break
-                if record is None:
+            if worker is not None and worker.done >= CASES_PER_WORKER:
+                worker.close()
+                worker = None
+            flags = ""
+            while True:  # once more, without the reference, if the reference killed the worker
+                worker = worker or _Worker(seed)
+                worker.proc.stdin.write(f"{index}{flags}\n")
+                worker.proc.stdin.flush()
+                record, phase, outcome = _await(worker, timeout)
+                if outcome == "done":
+                    worker.done += 1
+                else:
                     status = worker.proc.wait()
+                    worker.close()
                     worker = None
-                    results.append({**_describe(seed, index), "class": "worker-died",
-                                    "detail": f"status {status} in phase {phase}"})
-                    break
-                if "phase" in record:
-                    phase = record["phase"]
-                    continue
+                    if outcome == "died" and phase == "reference" and not flags:
+                        flags = " reference-crashed"
+                        continue
+                    record = {**_describe(seed, index), "class": "worker-died" if outcome == "died" else "hang",
+                              "detail": f"status {status} in phase {phase}" if outcome == "died"
+                              else f"in phase {phase}"}
                 results.append(record)
-                worker.done += 1
                 break
     finally:
         if worker:
