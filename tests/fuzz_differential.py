@@ -4,9 +4,10 @@ Each case mutates one base model (the smallest zoo model and small int8, float a
 built here): bit flips, truncations, and edits of single fields found through the schema —
 TFLite scales, zero points, shapes, strides, paddings, option fields, operator codes
 (``builtin_code`` and ``deprecated_builtin_code``), tensor and buffer indices, vector lengths;
-ONNX attributes and initialisers (NaN, ±inf, huge, zero). The reference (TFLite Micro for int8
-.tflite, LiteRT's reference kernels for float .tflite, onnxruntime for .onnx) and this project
-(compile to C, build with the host compiler at -Werror, run) get the same seeded inputs.
+ONNX attributes and initialisers (NaN, ±inf, huge, zero; a kind with ``-nonfinite`` set a NaN or
+an infinity). The reference (TFLite Micro for int8 .tflite, LiteRT's reference kernels for float
+.tflite, onnxruntime for .onnx) and this project (compile to C, build with the host compiler at
+-Werror, run) get the same seeded inputs.
 
 The rule: a model the reference runs must give the reference's output (int8 exactly, float within
 FLOAT_TOLERANCE) or be refused with a one-line TinySegError; a model the reference refuses must be
@@ -262,9 +263,11 @@ def mutate_tflite_field(data: bytes, rng: random.Random, wanted: str = None):
     label = wanted if wanted in labels else rng.choice(labels)
     _, pos, fmt = rng.choice([f for f in fields if f[0] == label])
     (value,) = struct.unpack_from("<" + fmt, data, pos)
+    new = _new_value(rng, fmt, value)
     out = bytearray(data)
-    struct.pack_into("<" + fmt, out, pos, _new_value(rng, fmt, value))
-    return bytes(out), f"field:{label}"
+    struct.pack_into("<" + fmt, out, pos, new)
+    finite = fmt not in "fd" or np.isfinite(struct.unpack_from("<" + fmt, out, pos)[0])
+    return bytes(out), f"field{'' if finite else '-nonfinite'}:{label}"
 
 
 def mutate_tflite_opcodes(data: bytes, rng: random.Random):
@@ -329,6 +332,8 @@ def mutate_onnx(data: bytes, rng: random.Random, kind: str):
             attr.i = rng.choice((0, -1, 1, 2, 5, 131072, attr.i + 1))
         elif attr.type == AttributeProto.FLOAT:
             attr.f = rng.choice(_ODD_ONNX_FLOATS + (attr.f * 2,))
+            if not np.isfinite(attr.f):
+                return model.SerializeToString(), f"onnx-attr-nonfinite:{node.op_type}.{attr.name}"
         elif attr.type == AttributeProto.STRING:
             attr.s = rng.choice((b"", b"linear", b"cubic", b"nearest", b"half_pixel", b"align_corners",
                                  b"round_prefer_ceil", b"SAME_UPPER", b"VALID", b"bogus"))
@@ -345,7 +350,8 @@ def mutate_onnx(data: bytes, rng: random.Random, kind: str):
                 else:
                     flat[j] = rng.choice((0, -1, 1, 2, 131072, int(flat[j]) + 1))
         init.CopyFrom(numpy_helper.from_array(array, init.name))
-        return model.SerializeToString(), f"onnx-init:{init.name}"
+        finite = array.dtype.kind != "f" or np.isfinite(array).all()
+        return model.SerializeToString(), f"onnx-init{'' if finite else '-nonfinite'}:{init.name}"
     if kind == "dims":  # a declared shape (graph input/output or an initialiser's dims) changed
         targets = [v.type.tensor_type.shape.dim for v in list(graph.input) + list(graph.output)]
         if rng.random() < 0.3:

@@ -74,6 +74,7 @@ class Faults:
     misframed_responses: int = 0  # precede this many responses with a false sync byte and a bogus header
     hang_up_after: int = None  # close every connection once this many frames were served
     go_silent_after: int = None  # stop answering (connection left open) after this many frames
+    flip_stored: int = 0  # keep this many writes with a bit flipped (well-formed frames: bit rot on the server)
 
 
 class _ClientGone(Exception):
@@ -201,6 +202,8 @@ class _Connection:
             return OUT_OF_RANGE, b""
         if op == OP_WRITE:
             self.pool[offset:offset + length] = payload
+            if length and self.server._take_fault("flip_stored"):
+                self.pool[offset] ^= 0x01
             self.server._count("bytes_written", length)
             return OK, b""
         self.server._count("bytes_read", length)

@@ -210,6 +210,9 @@ def _declare_shapes(path, data, subgraph, shapes) -> bytes:
     return bytes(patched)
 
 
+TFLITE_SCHEMA_VERSION = 3
+
+
 def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     with open(path, "rb") as f:
         data = f.read()
@@ -219,6 +222,9 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     if n_subgraphs != 1:
         raise UnsupportedModelError(f"{path}: {n_subgraphs} subgraphs; only single-subgraph models are supported")
     model = _tflite("Model").Model.GetRootAsModel(data, 0)
+    if model.Version() != TFLITE_SCHEMA_VERSION:  # TFLite Micro and LiteRT refuse other versions too
+        raise ModelFileError(f"{path}: TFLite schema version {model.Version()}; only version "
+                             f"{TFLITE_SCHEMA_VERSION} is supported (as by TFLite Micro and LiteRT)")
     subgraph = model.Subgraphs(0)
     shapes = _input_shapes(path, subgraph, input_shapes)
     declared = {_tensor_info(subgraph, i).name: _tensor_info(subgraph, i).shape for i in subgraph.InputsAsNumpy()}
