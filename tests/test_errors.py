@@ -221,6 +221,15 @@ def fused_tanh_float_tflite(tmp_path):
 
 
 @pytest.fixture
+def wide_window_tflite(tmp_path):
+    """Found by tests/fuzz_differential.py: TFLite Micro wraps a SAME padding above 32767 (int16)."""
+    from int8_net import Net
+
+    net = Net()
+    return net.save(tmp_path / "wide_window.tflite", net.pool(net.x, "MAX_POOL_2D", (1, 70000), 1, "SAME"))
+
+
+@pytest.fixture
 def negative_pads_onnx(tmp_path):
     """Found by tests/fuzz_differential.py: onnxruntime refuses it, the compiler accepted it."""
     w = onnx.numpy_helper.from_array(np.zeros((3, 3, 3, 3), np.float32), "w")
@@ -260,6 +269,8 @@ def bad_resize_mode_onnx(tmp_path):
     ("int16_qdq_onnx", UnsupportedModelError, "quantized ONNX model (QuantizeLinear node #0 'q0', int16)"),
     ("version_2_tflite", ModelFileError, "TFLite schema version 2; only version 3 is supported"),
     ("fused_tanh_float_tflite", UnsupportedModelError, "fused activation TANH: TFLite's kernels ignore it"),
+    ("wide_window_tflite", UnsupportedModelError,
+     "MAX_POOL_2D (operator #0) needs a SAME padding of 69999 for a window of 70000; TFLite holds padding in 16 bits"),
     ("negative_pads_onnx", ModelFileError, "Attribute pads must not contain negative values"),
     ("bad_resize_mode_onnx", ModelFileError,
      "Resize node #0 'resize0': attribute nearest_mode is 'linear'; ONNX allows ceil, floor"),
