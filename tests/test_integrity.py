@@ -33,6 +33,7 @@ def test_nothing_spilled_nothing_checked(compiled_zoo):
     assert report["storage_bytes"] == 0 and not report["integrity"] and report["integrity_ram_bytes"] == 0
 
 
+@pytest.mark.slow  # four compiles at fixed budgets
 def test_the_crcs_count_in_the_ram_budget():
     """Arena plus CRCs stay within the budget; a budget only the arena fits names the way out."""
     budget = 11391  # without the CRCs: a 10496 B arena spilling 7168 B, whose 896 B of CRCs exceed it
@@ -52,6 +53,7 @@ def test_analyze_shows_the_cost_and_no_integrity_turns_it_off():
     assert off.returncode == 0 and "integrity check off (--no-integrity)" in off.stdout
 
 
+@pytest.mark.slow  # two compiles through the command line
 def test_pass_config_key_and_its_flag(tmp_path):
     off = run_tinyseg("compile", MODEL, "-o", tmp_path / "a", "--ram-budget", "min",
                       "--pass-config", "tinyseg.integrity=false")
