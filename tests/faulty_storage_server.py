@@ -2,7 +2,7 @@
 backend (tests/test_storage_faults.py, tests/test_avr.py)."""
 import dataclasses
 
-from tvm_tinyseg.storage_server import BAD_CRC, OK, SYNC_RESPONSE, ClientGone, StorageServer, response_frame
+from tvm_tinyseg.storage_server import BAD_CRC, OK, OP_WRITE, SYNC_RESPONSE, ClientGone, StorageServer, response_frame
 
 LINE_NOISE = bytes([0x00, 0xFF, 0xA5, 0x13, 0x7E])
 FALSE_FRAME_START = bytes([SYNC_RESPONSE, OK, 0x34, 0x12])  # "ok, 0x1234 bytes follow"
@@ -17,6 +17,7 @@ class Faults:
     misframed_responses: int = 0  # precede this many responses with a false sync byte and a bogus header
     hang_up_after: int = None  # close every connection once this many frames were served
     go_silent_after: int = None  # stop answering (connection left open) after this many frames
+    flip_stored: int = 0  # keep this many writes with a bit flipped (well-formed frames: bit rot on the server)
 
 
 class FaultyStorageServer(StorageServer):
@@ -42,6 +43,8 @@ class FaultyStorageServer(StorageServer):
         if self._take_fault("claim_bad_crc"):
             return response_frame(BAD_CRC)
         status, data = connection.execute(op, offset, length, payload)
+        if op == OP_WRITE and status == OK and length and self._take_fault("flip_stored"):
+            connection.pool[offset] ^= 0x01
         frame = response_frame(status, data)
         if data and self._take_fault("corrupt_reads"):
             frame = frame[:4] + bytes([frame[4] ^ 0x01]) + frame[5:]

@@ -78,9 +78,9 @@ def _conv_model(path, act_dtype=np.int8, act_quant=(0.05, 0), weight_quant_axis=
     return str(path)
 
 
-def _onnx_model(path, nodes, initializers=(), opset=17):
+def _onnx_model(path, nodes, initializers=(), opset=17, y_shape=(1, 3, 8, 8)):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))
     graph = helper.make_graph(nodes, "g", [x], [y], initializer=list(initializers))
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
     return str(path)
@@ -186,7 +186,7 @@ def dynamic_tflite(tmp_path):
 
 @pytest.fixture
 def unsupported_op_onnx(tmp_path):
-    return _onnx_model(tmp_path / "det.onnx", [helper.make_node("Det", ["x"], ["y"], name="det0")])
+    return _onnx_model(tmp_path / "det.onnx", [helper.make_node("Det", ["x"], ["y"], name="det0")], y_shape=(1, 3))
 
 
 @pytest.fixture
@@ -196,6 +196,54 @@ def int16_qdq_onnx(tmp_path):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0")]
     return _onnx_model(tmp_path / "int16_qdq.onnx", nodes, [scale, zero_point], opset=21)
+
+
+@pytest.fixture
+def version_2_tflite(tmp_path):
+    """Found by tests/fuzz_differential.py: LiteRT and TFLite Micro refuse it, the compiler accepted it."""
+    import tflite
+
+    path = _conv_model(tmp_path / "ok.tflite")
+    data = bytearray(open(path, "rb").read())
+    tab = tflite.Model.GetRootAsModel(data, 0)._tab
+    data[tab.Pos + tab.Offset(4)] = 2  # Model.version
+    (tmp_path / "version2.tflite").write_bytes(bytes(data))
+    return str(tmp_path / "version2.tflite")
+
+
+@pytest.fixture
+def fused_tanh_float_tflite(tmp_path):
+    """Found by tests/fuzz_differential.py: LiteRT's kernels ignore a fused TANH, TVM applied it."""
+    from float_net import FloatNet
+
+    net = FloatNet((1, 6, 6, 3))
+    return net.save(tmp_path / "fused_tanh.tflite", net.conv(net.x, 4, activation="TANH"))
+
+
+@pytest.fixture
+def wide_window_tflite(tmp_path):
+    """Found by tests/fuzz_differential.py: TFLite Micro wraps a SAME padding above 32767 (int16)."""
+    from int8_net import Net
+
+    net = Net()
+    return net.save(tmp_path / "wide_window.tflite", net.pool(net.x, "MAX_POOL_2D", (1, 70000), 1, "SAME"))
+
+
+@pytest.fixture
+def negative_pads_onnx(tmp_path):
+    """Found by tests/fuzz_differential.py: onnxruntime refuses it, the compiler accepted it."""
+    w = onnx.numpy_helper.from_array(np.zeros((3, 3, 3, 3), np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv0", kernel_shape=[3, 3], pads=[1, -1, 1, 3])
+    return _onnx_model(tmp_path / "negative_pads.onnx", [node], [w])
+
+
+@pytest.fixture
+def bad_resize_mode_onnx(tmp_path):
+    """Found by tests/fuzz_differential.py: TVM's Resize legalization raised a ValueError (an internal error)."""
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize0", mode="nearest",
+                            nearest_mode="linear")
+    return _onnx_model(tmp_path / "bad_resize.onnx", [node], [scales])
 
 
 @pytest.mark.parametrize("fixture, error, words", [
@@ -219,6 +267,13 @@ def int16_qdq_onnx(tmp_path):
     ("dynamic_onnx", UnsupportedModelError, "give its shape with --input-shape x:Nx3xNx8"),
     ("unsupported_op_onnx", UnsupportedModelError, "unsupported op Det (node #0 'det0')"),
     ("int16_qdq_onnx", UnsupportedModelError, "quantized ONNX model (QuantizeLinear node #0 'q0', int16)"),
+    ("version_2_tflite", ModelFileError, "TFLite schema version 2; only version 3 is supported"),
+    ("fused_tanh_float_tflite", UnsupportedModelError, "fused activation TANH: TFLite's kernels ignore it"),
+    ("wide_window_tflite", UnsupportedModelError,
+     "MAX_POOL_2D (operator #0) needs a SAME padding of 69999 for a window of 70000; TFLite holds padding in 16 bits"),
+    ("negative_pads_onnx", ModelFileError, "Attribute pads must not contain negative values"),
+    ("bad_resize_mode_onnx", ModelFileError,
+     "Resize node #0 'resize0': attribute nearest_mode is 'linear'; ONNX allows ceil, floor"),
 ])
 def test_bad_model_file_gives_one_line_error(fixture, error, words, request):
     path = request.getfixturevalue(fixture)

@@ -2,8 +2,9 @@
 tinyseg_run return a distinct status and never a wrong output.
 
 Local backends fail through their compile-time injector (tinyseg_backend.h: -DTINYSEG_FAULT=kind,
--DTINYSEG_FAULT_CALL=n); corrupted data is caught by the integrity mode
-(-DTINYSEG_STORAGE_INTEGRITY). The remote backend faces a misbehaving or vanishing server
+-DTINYSEG_FAULT_CALL=n); corrupted data is caught by the integrity check (a CRC per block, on by
+default for 'file' and 'uart' storage; each corruption is also run with --no-integrity to show
+that the check is what catches it). The remote backend faces a misbehaving or vanishing server
 (tests/faulty_storage_server.py). The model is TinyUNet 32x32 at its smallest arena: one 8 KiB skip tensor
 spilled once and fetched back in streamed row windows."""
 import os
@@ -31,17 +32,19 @@ REMOTE_FRAMES_BEFORE_READS = 1 + 8192 // 256  # the session, then the spill in 2
 needs_qemu = pytest.mark.skipif(not qemu.available(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 
 
-def fault_flags(kind: str, call: int = 1, integrity: bool = False) -> list:
-    flags = [f"-DTINYSEG_FAULT=TINYSEG_FAULT_{kind}", f"-DTINYSEG_FAULT_CALL={call}"] if kind else []
-    return flags + ([INTEGRITY] if integrity else [])
+def fault_flags(kind: str, call: int = 1) -> list:
+    return [f"-DTINYSEG_FAULT=TINYSEG_FAULT_{kind}", f"-DTINYSEG_FAULT_CALL={call}"] if kind else []
 
 
 @pytest.fixture(scope="module")
 def model(compiled_zoo):
-    """(source directory, input, TFLM's output) per storage kind; fault builds go to copies."""
-    def get(storage):
-        result, out_dir, _ = compiled_zoo.get(MODEL, ram_budget=-1, storage=storage)
+    """(source directory, input, TFLM's output) per storage kind, with the integrity check (the
+    default) or without; fault builds go to copies."""
+    def get(storage, integrity=True):
+        result, out_dir, _ = compiled_zoo.get(MODEL, ram_budget=-1, storage=storage,
+                                              **({} if integrity else {"integrity": False}))
         assert result.memory_report["moved_bytes"] == 2 * 8192
+        assert result.memory_report["integrity"] == (integrity and storage != "mmap")
         spec = result.io_spec["input"]
         x = seeded_input(spec["shape"], spec["dtype"], 0)
         return out_dir, x, tflm_reference(MODEL, x)
@@ -106,9 +109,9 @@ HOST_FAULTS = [
                          ids=[f"{b[8:-2]}-{f or 'none'}@{c}{'-integrity' if i else ''}"
                               for b, f, c, i, _ in HOST_FAULTS])
 def test_local_backend_fault_gives_its_status(model, tmp_path, backend, fault, call, integrity, expected):
-    out_dir, x, reference = model("file")
+    out_dir, x, reference = model("file", integrity)
     d = copy_of(out_dir, tmp_path)
-    exe = host_build(d, backend, fault_flags(fault, call, integrity))
+    exe = host_build(d, backend, fault_flags(fault, call))
     status, y = run_status(host.run, d, x, exe)
     assert status == expected
     if expected == OK:
@@ -116,9 +119,9 @@ def test_local_backend_fault_gives_its_status(model, tmp_path, backend, fault, c
 
 
 def test_injected_corruption_is_real_without_integrity(model, tmp_path):
-    """Without the integrity mode a flipped bit goes unnoticed: the reason the mode exists, and
+    """Without the integrity check a flipped bit goes unnoticed: the reason the check exists, and
     proof that the injector corrupts data the model uses."""
-    out_dir, x, reference = model("file")
+    out_dir, x, reference = model("file", integrity=False)
     d = copy_of(out_dir, tmp_path)
     status, y = run_status(host.run, d, x, host_build(d, "storage_file.c", fault_flags("CORRUPT_READ", 5)))
     assert status == OK and not np.array_equal(y, reference)
@@ -129,6 +132,24 @@ def test_integrity_mode_cannot_check_in_place_reads(model, tmp_path):
     d = copy_of(out_dir, tmp_path)
     status, _ = run_status(host.run, d, x, host_build(d, "storage_buffer.c", [INTEGRITY]))
     assert status == 3  # TINYSEG_ERR_STORAGE_MAP, not an unchecked read
+
+
+@pytest.mark.parametrize("integrity", [True, False], ids=["default", "no-integrity"])
+def test_dev_zero_as_the_storage_file(model, tmp_path, integrity):
+    """A "disk" that accepts every write and reads back zeros: caught by the check (status 5),
+    a wrong output with status 0 without it."""
+    out_dir, x, reference = model("file", integrity)
+    d = copy_of(out_dir, tmp_path)
+    exe = host.build(d)
+    x.tofile(tmp_path / "x.bin")
+    proc = subprocess.run([exe, str(tmp_path / "x.bin"), str(tmp_path / "y.bin")], capture_output=True, text=True,
+                          env=dict(os.environ, TINYSEG_STORAGE_FILE="/dev/zero"))
+    if integrity:
+        assert f"status={CHECKSUM} " in proc.stderr and proc.returncode != 0
+        assert not (tmp_path / "y.bin").exists()
+    else:
+        assert "status=0 " in proc.stderr and proc.returncode == 0
+        assert not np.array_equal(np.fromfile(tmp_path / "y.bin", np.int8).reshape(reference.shape), reference)
 
 
 @pytest.mark.parametrize("pool_file", [
@@ -174,6 +195,34 @@ def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected, res
     if expected == OK:
         np.testing.assert_array_equal(y, reference)
         assert server.stats["frames"] == REMOTE_FRAMES_BEFORE_READS + 8192 // 256 + resent
+
+
+@pytest.mark.parametrize("integrity", [True, False], ids=["default", "no-integrity"])
+def test_server_keeping_flipped_bits(model, integrity):
+    """A server that keeps a written bit flipped, in well-formed frames (the frame CRCs cannot see
+    it): status 5 with the integrity check, a wrong output with status 0 without it."""
+    out_dir, x, reference = model("uart", integrity)
+    with FaultyStorageServer(Faults(flip_stored=1)) as server:
+        status, y = run_status(host.run, out_dir, x, os.path.join(out_dir, host.EXECUTABLE), storage_server=server)
+    assert server.faults.flip_stored == 0, "the fault was not injected"
+    if integrity:
+        assert status == CHECKSUM
+    else:
+        assert status == OK and not np.array_equal(y, reference)
+
+
+def test_tinyseg_run_reports_a_failed_integrity_check(model, tmp_path, monkeypatch, capsys):
+    """`tinyseg run` on a model whose storage corrupts a read: one line naming the checksum, exit 1."""
+    from tvm_tinyseg import cli
+
+    out_dir, _, _ = model("file")
+    d = copy_of(out_dir, tmp_path)
+    build = host.build
+    monkeypatch.setattr(host, "build", lambda model_dir: build(model_dir, extra_cflags=fault_flags("CORRUPT_READ", 5)))
+    assert cli.main(["run", d]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[tinyseg] ")]
+    assert len(errors) == 1 and errors[0].startswith("tinyseg: error: ")
+    assert f"status {CHECKSUM}: {RUN_FAILURES[CHECKSUM]}" in errors[0]
 
 
 def test_remote_pool_above_the_server_limit_is_refused(model):
@@ -229,9 +278,9 @@ QEMU_LOCAL_FAULTS = [
 @pytest.mark.parametrize("fault,call,integrity,expected", QEMU_LOCAL_FAULTS,
                          ids=[f"{f or 'none'}@{c}{'-integrity' if i else ''}" for f, c, i, _ in QEMU_LOCAL_FAULTS])
 def test_semihost_fault_gives_its_status(model, tmp_path, fault, call, integrity, expected):
-    out_dir, x, reference = model("file")
+    out_dir, x, reference = model("file", integrity)
     d = copy_of(out_dir, tmp_path)
-    elf = qemu.build(d, extra_cflags=fault_flags(fault, call, integrity))
+    elf = qemu.build(d, extra_cflags=fault_flags(fault, call))
     status, y = run_status(qemu.run, d, x, elf)
     assert status == expected
     if expected == OK:

@@ -396,6 +396,13 @@ def _ratio(key, base="tflm_arena_bytes"):
     return cell
 
 
+def _crc_ram_file(record):
+    from tvm_tinyseg.driver import integrity_ram_bytes
+
+    pool = record.get("tinyseg_storage_bytes_file")
+    return "n/a" if pool is None else f"{integrity_ram_bytes(pool):,}"
+
+
 def _overhead(record):
     tinyseg_insns, nospill = record.get("insns_tinyseg"), record.get("insns_nospill")
     return f"{100 * (tinyseg_insns - nospill) / nospill:+.1f} %" if tinyseg_insns and nospill else "n/a"
@@ -410,6 +417,7 @@ COLUMNS = [  # (header, record key or function of the record)
     ("tinyseg arena", "tinyseg_nospill_bytes"), ("tinyseg / TFLM", _ratio("tinyseg_nospill_bytes")),
     ("TinySeg min (mmap)", "tinyseg_min_bytes"), ("min / TFLM", _ratio("tinyseg_min_bytes")),
     ("moved at min", "tinyseg_moved_bytes"), ("TinySeg min (file)", "tinyseg_min_bytes_file"),
+    ("+ CRC RAM (file)", _crc_ram_file),
     ("peak live", "peak_live_bytes"), ("largest tensor", "lower_bound_bytes"),
     ("weights int8", "weight_bytes"), ("TVM stock weights", "tvm_stock_weight_bytes"),
 ]

@@ -114,6 +114,7 @@ _FLAG_OF_KEY = {
     "tinyseg.ram_budget": ("--ram-budget", lambda a: a.ram_budget),
     "tinyseg.storage": ("--storage", lambda a: a.storage),
     "tinyseg.fuse_fetch": ("--no-fuse-fetch", lambda a: False if a.no_fuse_fetch else None),
+    "tinyseg.integrity": ("--no-integrity", lambda a: False if a.no_integrity else None),
 }
 
 
@@ -156,7 +157,8 @@ def cmd_compile(args) -> int:
             result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=arena_budget,
                                    storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
                                    mcpu=args.mcpu, module_name=args.module_name,
-                                   input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c)
+                                   input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c,
+                                   integrity=False if args.no_integrity else None)
         result.write(staging)
         if export:
             export(staging, board_budget)
@@ -174,13 +176,14 @@ def cmd_compile(args) -> int:
 def cmd_analyze(args) -> int:
     """Compile in memory (no C written), print the lifetime analysis, and draw the timeline if asked."""
     from tvm_tinyseg.driver import compile_model
-    from tvm_tinyseg.report import format_analysis, plot_timeline
+    from tvm_tinyseg.report import format_analysis, format_integrity, plot_timeline
 
     _progress(f"analyzing {args.model}")
     result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=args.ram_budget,
                            storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                           input_shapes=dict(args.input_shape or []))
+                           input_shapes=dict(args.input_shape or []), integrity=False if args.no_integrity else None)
     print(format_analysis(result.table, result.plan))
+    print(format_integrity(result.memory_report))
     if args.plot:
         plot_timeline(result, result.plan, args.plot)
         print(f"wrote {args.plot}")
@@ -359,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
     p.add_argument("--no-check-c", action="store_true",
                    help="do not parse the generated C with the host compiler (cc -fsyntax-only) before writing it")
+    p.add_argument("--no-integrity", action="store_true",
+                   help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")
@@ -375,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RAM for the arena (as for 'compile'; drawn as a line on the plot)")
     p.add_argument("--storage", choices=sorted(STORAGE_KINDS), help="where spilled tensors go (default: file)")
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
+    p.add_argument("--no-integrity", action="store_true",
+                   help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
     _add_input_shape(p)
     p.set_defaults(func=cmd_analyze)
 

@@ -26,6 +26,7 @@ from tvm_tinyseg.memory_planning import MemoryPlan, plan_memory
 from tvm_tinyseg.model_dir import STORAGE_BACKENDS
 from tvm_tinyseg.output_dir import replacing
 from tvm_tinyseg.passes.arena_planner import ArenaPlan
+from tvm_tinyseg.passes.spill_planner import BudgetError
 from tvm_tinyseg.passes.fuse_into_consumer import FuseDataMovementIntoConsumer
 from tvm_tinyseg.passes.lifetime import LifetimeTable
 from tvm_tinyseg.passes.lower_fake_quant import LowerFakeQuantToInteger
@@ -36,6 +37,24 @@ from tvm_tinyseg.targets import check_mcpu, has_dsp
 
 C_TARGET = "c"
 _log = logging.getLogger(__name__)
+# Storage integrity (tinyseg_backend.h): a CRC-16 in RAM per block of block and remote storage.
+INTEGRITY_BLOCK_BYTES = 16
+INTEGRITY_CRC_BYTES = 2
+CHECKED_STORAGE = ("file", "uart")  # mmap is read in place, where no check can intervene
+
+
+def integrity_ram_bytes(pool_bytes: int) -> int:
+    """RAM of the CRCs checking a storage pool of ``pool_bytes``."""
+    return -(-pool_bytes // INTEGRITY_BLOCK_BYTES) * INTEGRITY_CRC_BYTES
+
+
+def integrity_cost(options: TinySegOptions, pool_bytes: int) -> dict:
+    """Whether storage integrity is on, and what it costs: RAM for the CRCs, and storage for
+    rounding the pool up to whole blocks (the CRCs themselves are not stored)."""
+    on = options.integrity and options.storage in CHECKED_STORAGE and pool_bytes > 0
+    padding = -pool_bytes % INTEGRITY_BLOCK_BYTES
+    return {"integrity": on, "integrity_ram_bytes": integrity_ram_bytes(pool_bytes) if on else 0,
+            "integrity_storage_bytes": padding if on else 0}
 
 
 def kernel_passes(options: TinySegOptions):
@@ -113,6 +132,15 @@ class CompileResult:
         return self.memory.storage
 
     @property
+    def integrity(self) -> dict:
+        return integrity_cost(self.options, self.storage_plan.size)
+
+    @property
+    def pool_bytes(self) -> int:
+        """The storage pool: the plan's, in whole integrity blocks when integrity is on."""
+        return self.storage_plan.size + self.integrity["integrity_storage_bytes"]
+
+    @property
     def memory_report(self) -> dict:
         return {
             "model": os.path.basename(self.model.path),
@@ -127,8 +155,9 @@ class CompileResult:
             "storage": self.options.storage,
             "fuse_fetch": self.options.fuse_fetch,
             "arena_bytes": self.plan.size,
-            "storage_bytes": self.storage_plan.size,
+            "storage_bytes": self.pool_bytes,
             "moved_bytes": self.memory.moved_bytes,
+            **self.integrity,
             "spilled": spill_report(self.table),
             "weight_bytes": self.table.weight_bytes(),
             "input_bytes": sum(self.table.tensors[t].nbytes for t in self.table.inputs),
@@ -173,10 +202,32 @@ def resolve_options(tinyseg: bool = True, **overrides) -> TinySegOptions:
     return check_options(dataclasses.replace(options, enable=options.enable and tinyseg))
 
 
+def lower_within_budget(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
+    """``lower_to_kernels``, with the integrity CRCs counted in the RAM budget: when the arena and
+    the CRCs of its storage pool exceed it, planned again with a budget smaller by the CRCs."""
+    memory = lower_to_kernels(mod, options)
+    if options.ram_budget <= 0:  # no budget, or the smallest feasible arena
+        return memory
+    for _ in range(4):
+        crc_bytes = integrity_cost(options, memory.storage.size)["integrity_ram_bytes"]
+        if memory.arena.size + crc_bytes <= options.ram_budget:
+            break
+        budget = options.ram_budget - crc_bytes
+        try:
+            memory = lower_to_kernels(mod, dataclasses.replace(options, ram_budget=budget))
+        except BudgetError:
+            raise BudgetError(f"RAM budget {options.ram_budget} B cannot hold both the arena (at least "
+                              f"{memory.arena.size} B) and the {crc_bytes} B of CRCs that check its "
+                              f"{options.storage!r} storage: raise the budget, or compile with --no-integrity "
+                              "(tinyseg.integrity=false)") from None
+        memory.options = options
+    return memory
+
+
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
                   fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
                   module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None,
-                  check_c: bool = True) -> CompileResult:
+                  check_c: bool = True, integrity: bool = None) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
@@ -185,16 +236,18 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     ``input_shapes`` ({input name: shape}, tvmc's ``--input-shapes``) fixes dynamic input dimensions
     other than the batch (which is fixed to 1). ``check_c`` parses the generated C with the host
     compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error.
-    ``out_dir`` is replaced whole (output_dir.replacing; files this tool did not write are kept)."""
+    ``integrity`` (default on) checks 'file' and 'uart' storage with a CRC per block
+    (``tinyseg.integrity``; its RAM counts in ``ram_budget``). ``out_dir`` is replaced whole
+    (output_dir.replacing; files this tool did not write are kept)."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
-                              planner=planner)
+                              planner=planner, integrity=integrity)
     with timed(_log, f"import {os.path.basename(str(path))}"):
         model = load_model(path, input_shapes)
     try:
-        memory = lower_to_kernels(model.mod, options)
+        memory = lower_within_budget(model.mod, options)
     except UnsupportedModelError as err:  # raised inside a pass, which does not know the file
         raise UnsupportedModelError(f"{path}: {err}") from None
     _check_finite_constants(path, memory.table)
@@ -204,8 +257,8 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
         result = CompileResult(model, memory, kernels, options, mcpu=mcpu, module_name=module_name)
         io = result.io_spec
         files = {
-            "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, storage_plan.size, io, plan.offsets,
-                                                        __version__),
+            "tinyseg_model.h": emit_c.emit_model_header(table, plan.size, result.pool_bytes, io, plan.offsets,
+                                                        __version__, storage_integrity=result.integrity["integrity"]),
             "tinyseg_model.c": emit_c.emit_model_source(table, plan.offsets, plan.size, kernels, io,
                                                         storage_plan.offsets, mapped_storage=options.storage == "mmap"),
         }

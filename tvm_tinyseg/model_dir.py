@@ -28,7 +28,7 @@ class Backend:
 
 IN_MEMORY = Backend(("storage_buffer.c",), ("tinyseg_backend.h",))
 BLOCK = Backend(("storage_file.c",), ("tinyseg_backend.h",))
-REMOTE = Backend(("storage_remote.c",), ("tinyseg_link.h",))
+REMOTE = Backend(("storage_remote.c",), ("tinyseg_link.h", "tinyseg_backend.h"))
 
 # platform -> storage kind -> backend. "model": the files written beside the generated model (the
 # host build compiles them; the link to a remote storage comes with each platform).

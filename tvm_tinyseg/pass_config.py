@@ -64,6 +64,9 @@ OPTIONS = (
     Option("tinyseg.planner", str, "exact", "the arena planner (tvm_tinyseg.passes.arena_planner.PLANNERS)"),
     Option("tinyseg.overwrite_rows", bool, True,
            "let a kernel write its output over input rows it no longer needs (passes/row_overwrite.py)"),
+    Option("tinyseg.integrity", bool, True,
+           "a CRC-16 per 16-byte block of 'file' and 'uart' storage, kept in RAM: storage returning other "
+           "bytes than were written is an error (status 5), not a wrong output"),
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
@@ -80,6 +83,7 @@ class TinySegOptions:
     planner: str = "exact"
     enable: bool = True
     overwrite_rows: bool = True
+    integrity: bool = True
 
 
 def _field(key: str) -> str:

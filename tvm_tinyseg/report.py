@@ -49,6 +49,18 @@ def format_analysis(table, plan) -> str:
     return "\n".join(lines)
 
 
+def format_integrity(report: dict) -> str:
+    """One line: the storage pool and what its integrity check costs (memory.json's figures)."""
+    if not report["storage_bytes"]:
+        return f"storage: nothing spilled ({report['storage']})"
+    if not report["integrity"]:
+        unchecked = "read in place, cannot be checked" if report["storage"] == "mmap" else "off (--no-integrity)"
+        return f"storage: {report['storage_bytes']} B ({report['storage']}); integrity check {unchecked}"
+    return (f"storage: {report['storage_bytes']} B ({report['storage']}); integrity check: a CRC-16 per 16-byte "
+            f"block, {report['integrity_ram_bytes']} B of RAM, {report['integrity_storage_bytes']} B of storage "
+            f"padding")
+
+
 def _default_title(result_or_table, plan) -> str:
     """The model file, whether TinySeg ran (and its storage) and the arena size."""
     if not hasattr(result_or_table, "model"):

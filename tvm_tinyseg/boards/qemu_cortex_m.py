@@ -67,9 +67,8 @@ def available() -> bool:
 
 def default_ram_budget(report: dict) -> int:
     """The RAM region when none is given: the linker script's 256 KiB, or more (in whole KiB) when
-    the arena, stack and firmware state need it. Room to spare: build options such as the storage
-    integrity mode add RAM of their own."""
-    need = report["arena_bytes"] + FIRMWARE_RAM_BYTES
+    the arena, the storage integrity CRCs, stack and firmware state need it."""
+    need = report["arena_bytes"] + report.get("integrity_ram_bytes", 0) + FIRMWARE_RAM_BYTES
     return max(DEFAULT_RAM_BYTES, -(-need // 1024) * 1024)
 
 

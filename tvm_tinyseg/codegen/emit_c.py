@@ -171,8 +171,9 @@ def run_parameters(io: dict) -> str:
 
 
 def emit_model_header(table: LifetimeTable, arena_bytes: int, storage_bytes: int, io: dict, offsets: dict,
-                      version: str) -> str:
-    """The model's C API: sizes, I/O shapes and quantization, status codes and the run calls."""
+                      version: str, storage_integrity: bool = False) -> str:
+    """The model's C API: sizes, I/O shapes and quantization, status codes and the run calls.
+    ``storage_integrity`` turns on the storage backend's CRC per block (tinyseg_backend.h)."""
     blocks = []
     for role, names in (("input", table.inputs), ("output", table.outputs)):
         for i, (name, tensor) in enumerate(zip(names, io[role + "s"])):
@@ -198,6 +199,9 @@ def emit_model_header(table: LifetimeTable, arena_bytes: int, storage_bytes: int
         f"#define TINYSEG_ARENA_ALIGN {ARENA_ALIGN}u     /* alignment an arena passed to tinyseg_run_with_arena needs */",
         f"#define TINYSEG_WEIGHT_BYTES {table.weight_bytes()}u  /* const weights (flash) */",
         f"#define TINYSEG_STORAGE_BYTES {storage_bytes}u  /* storage pool for spilled tensors */",
+        *(["#ifndef TINYSEG_STORAGE_INTEGRITY  /* a CRC per 16-byte block of storage, in RAM (--no-integrity: off) */",
+           "#define TINYSEG_STORAGE_INTEGRITY 1",
+           "#endif"] if storage_integrity else []),
         f"#define TINYSEG_NUM_INPUTS {len(table.inputs)}",
         f"#define TINYSEG_NUM_OUTPUTS {len(table.outputs)}",
         f"#define TINYSEG_INPUT_SIZES {{{sizes['inputs']}}}    /* bytes of each input, in model order */",

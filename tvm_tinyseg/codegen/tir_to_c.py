@@ -163,10 +163,15 @@ _DROPPED_LINES = ("// tvm target:", '#include "tvm/', "#define TVM_EXPORTS", "#i
                   'extern "C"', "#endif", "void* __tvm_ffi__library_ctx")
 
 
+# TVM prints a float32 NaN or infinity constant as `nanf` / `inff`, which C does not know as values.
+_NON_FINITE = re.compile(r"\b(nan|inf)f\b(?!\s*\()")
+
+
 def _clean_source(source: str, kernel_names) -> str:
     """Kernels become ``static`` and not inlined (one translation unit with the runner); TVM's
     prototypes of extern helpers (math functions, tinyseg_mbqm) are dropped: their headers declare
-    them. So is the FFI library context global, which nothing reads and two models would both define."""
+    them. So is the FFI library context global, which nothing reads and two models would both define.
+    Non-finite constants become math.h's NAN and INFINITY."""
     lines = list(_KERNEL_QUALIFIER_DEFINITION)
     for line in source.splitlines():
         if line.startswith(_DROPPED_LINES):
@@ -176,7 +181,7 @@ def _clean_source(source: str, kernel_names) -> str:
             if not (match and match.group(1) in kernel_names):
                 continue
             line = f"static {KERNEL_QUALIFIER} " + line[len("TVM_DLL "):]
-        lines.append(line)
+        lines.append(_NON_FINITE.sub(lambda m: "NAN" if m.group(1) == "nan" else "INFINITY", line))
     return "\n".join(lines)
 
 

@@ -20,6 +20,39 @@ _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onn
            onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
 
 
+_PADS = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"}
+# String attributes and the values the ONNX spec allows (onnxruntime refuses others when it loads
+# the model; TVM's converters would fail later, inside a pass, with an internal error).
+_STRING_ATTRIBUTES = {
+    ("Resize", "mode"): {"nearest", "linear", "cubic"},
+    ("Resize", "coordinate_transformation_mode"): {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                                                   "align_corners", "asymmetric", "tf_crop_and_resize"},
+    ("Resize", "nearest_mode"): {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"},
+    ("Resize", "keep_aspect_ratio_policy"): {"stretch", "not_larger", "not_smaller"},
+    **{(op, "auto_pad"): _PADS for op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")},
+}
+
+
+def _check_string_attributes(path, graph) -> None:
+    for i, node in enumerate(graph.node):
+        for attr in node.attribute:
+            allowed = _STRING_ATTRIBUTES.get((node.op_type, attr.name))
+            if allowed is not None and attr.s.decode(errors="replace") not in allowed:
+                raise ModelFileError(f"{path}: {node.op_type} node #{i} '{node.name}': attribute {attr.name} is "
+                                     f"{attr.s.decode(errors='replace')!r}; ONNX allows {', '.join(sorted(allowed))}")
+
+
+def _check_clip_bounds(path, graph, initializers) -> None:
+    """ONNX's Clip with min > max gives max everywhere; TVM's clip gives min: refuse it."""
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Clip" or len(node.input) < 3 or not all(n in initializers for n in node.input[1:3]):
+            continue
+        low, high = (float(onnx.numpy_helper.to_array(initializers[n]).reshape(-1)[0]) for n in node.input[1:3])
+        if low > high:
+            raise UnsupportedModelError(f"{path}: Clip node #{i} '{node.name}': min {low} is above max {high} "
+                                        "(every output would be max); refusing it rather than computing min")
+
+
 def _value_info(path, value, input_shapes) -> TensorInfo:
     tensor_type = value.type.tensor_type
     dims = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
@@ -117,7 +150,9 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
             raise ModelFileError(f"{path}: a TFLite flatbuffer, not an ONNX model; name it .tflite")
     try:
         model = onnx.load(path)
-        onnx.checker.check_model(model)
+        # full_check adds ONNX's strict shape inference, which onnxruntime runs too: it refuses
+        # attributes no op accepts (negative pads, a kernel larger than its padded input, ...)
+        onnx.checker.check_model(model, full_check=True)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: malformed ONNX model ({first})") from None
@@ -127,8 +162,10 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
         except UnsupportedModelError as err:
             raise UnsupportedModelError(f"{path}: {err}") from None
     graph = model.graph
+    _check_string_attributes(path, graph)
     initializers = {i.name: i for i in graph.initializer}
     _check_finite(path, graph, initializers)
+    _check_clip_bounds(path, graph, initializers)
     inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
     input_shapes_.check_known(path, input_shapes, [t.name for t in inputs])
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),

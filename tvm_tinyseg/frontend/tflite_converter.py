@@ -310,6 +310,14 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
         rank = len(data.tensor.ShapeAsNumpy())
         return relax.op.expand_dims(self.get_tensor_expr(data), axis + rank + 1 if axis < 0 else axis)
 
+    def convert_fused_activation_function(self, in_expr, fused_activation_fn):
+        """TVM applies a fused TANH; TFLite's float kernels ignore it (they clamp for RELU, RELU6
+        and RELU_N1_TO_1 only), so the two would differ: refused."""
+        if fused_activation_fn == _Activation.TANH:
+            raise tvm.error.OpNotImplemented("fused activation TANH: TFLite's kernels ignore it and TVM's frontend "
+                                             "applies tanh; refusing rather than computing either")
+        return super().convert_fused_activation_function(in_expr, fused_activation_fn)
+
     def convert_qnn_fused_activation_function(self, expr, fused_activation_fn, scale, zero_point, dtype):
         if fused_activation_fn == _Activation.NONE:
             return expr

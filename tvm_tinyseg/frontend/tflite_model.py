@@ -116,6 +116,42 @@ def _per_axis(subgraph, index):
     return quant.QuantizedDimension()
 
 
+# Ops with a window and their options table; TFLite's kernels hold SAME padding in int16 fields
+# (PaddingValues), so a window that needs more computes with a wrapped padding there.
+_WINDOW_OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+                   "AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions"}
+MAX_PADDING = 32767
+_SAME = 0  # tflite.Padding.SAME
+
+
+def _check_padding(path, subgraph, ops):
+    for i, op_name in enumerate(ops):
+        table = _WINDOW_OPTIONS.get(op_name)
+        op = subgraph.Operators(i)
+        if table is None or op.BuiltinOptions() is None or op.InputsLength() < 1:
+            continue
+        options = getattr(_tflite(table), table)()
+        options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        if options.Padding() != _SAME:
+            continue
+        if table == "Pool2DOptions":
+            window, dilation = (options.FilterHeight(), options.FilterWidth()), (1, 1)
+        elif op.InputsLength() >= 2 and op.Inputs(1) >= 0:
+            window = tuple(int(s) for s in subgraph.Tensors(op.Inputs(1)).ShapeAsNumpy()[1:3])
+            dilation = (options.DilationHFactor(), options.DilationWFactor())
+        else:
+            continue
+        size = tuple(int(s) for s in subgraph.Tensors(op.Inputs(0)).ShapeAsNumpy()[1:3])
+        for n, k, stride, d in zip(size, window, (options.StrideH(), options.StrideW()), dilation):
+            if stride <= 0 or len(size) < 2:
+                continue
+            total = max(((n + stride - 1) // stride - 1) * stride + (k - 1) * d + 1 - n, 0)
+            if total - total // 2 > MAX_PADDING:
+                raise UnsupportedModelError(
+                    f"{path}: {op_name} (operator #{i}) needs a SAME padding of {total} for a window of {k}; "
+                    f"TFLite holds padding in 16 bits (at most {MAX_PADDING} a side) and would compute another result")
+
+
 def _check_quantization(path, subgraph, ops):
     """int8 only (uint8 only as a model input/output converted by QUANTIZE), per-axis only on
     weights/biases along the output channels."""
@@ -209,6 +245,9 @@ def _declare_shapes(path, data, subgraph, shapes) -> bytes:
     return bytes(patched)
 
 
+TFLITE_SCHEMA_VERSION = 3
+
+
 def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     with open(path, "rb") as f:
         data = f.read()
@@ -218,6 +257,9 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     if n_subgraphs != 1:
         raise UnsupportedModelError(f"{path}: {n_subgraphs} subgraphs; only single-subgraph models are supported")
     model = _tflite("Model").Model.GetRootAsModel(data, 0)
+    if model.Version() != TFLITE_SCHEMA_VERSION:  # TFLite Micro and LiteRT refuse other versions too
+        raise ModelFileError(f"{path}: TFLite schema version {model.Version()}; only version "
+                             f"{TFLITE_SCHEMA_VERSION} is supported (as by TFLite Micro and LiteRT)")
     subgraph = model.Subgraphs(0)
     shapes = _input_shapes(path, subgraph, input_shapes)
     declared = {_tensor_info(subgraph, i).name: _tensor_info(subgraph, i).shape for i in subgraph.InputsAsNumpy()}
@@ -229,6 +271,7 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
     _check_quantization(path, subgraph, ops)
+    _check_padding(path, subgraph, ops)
     check_spatial_ops(path, subgraph, ops)
     _check_ops_supported(path, model, subgraph, ops, _converter_ops(model, subgraph))
     try:

@@ -12,6 +12,7 @@
 #include <zephyr/kernel.h>
 #include <zephyr/storage/flash_map.h>
 
+#include "tinyseg_backend.h" /* the CRC per block of storage, when TINYSEG_STORAGE_INTEGRITY is on */
 #include "tinyseg_model.h"
 #include "tinyseg_storage.h"
 

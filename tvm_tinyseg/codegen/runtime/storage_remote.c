@@ -18,6 +18,7 @@
  *
  * Written for 8-bit targets too (16-bit int): fixed-width types only, and responses stream
  * straight into the caller's buffer, so the backend needs no frame buffer. */
+#include "tinyseg_backend.h" /* the CRC per block of storage, when TINYSEG_STORAGE_INTEGRITY is on */
 #include "tinyseg_link.h"
 #include "tinyseg_model.h"
 #include "tinyseg_storage.h"

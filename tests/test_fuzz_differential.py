@@ -1,0 +1,113 @@
+"""The quick subset of the differential fuzzer (tests/fuzz_differential.py): fixed cases of mutated
+models through the reference runtime and through this compiler (C built with -Werror and run);
+every case must end in an OK class. The long run is ``python tests/fuzz_differential.py --count 2000``
+(its last result: docs/reliability.md)."""
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+import fuzz_differential as fuzz
+
+QUICK_SEED = 2026
+QUICK_CASES = 22  # about 2 s each on one core
+
+# Failures of mutation kinds another branch fixes (h-verify, issue 13 item 2: frontend verification):
+# the quick run lets them fail. Keyed by the case's kind, or the part of it before ':'.
+KNOWN_FAILURES = {
+    "opcode": "the operator is read from builtin_code where TFLite reads max(builtin_code, "
+              "deprecated_builtin_code): models TFLite Micro reads as other ops, or refuses",
+    **{f"field:OperatorCode.{field}": "builtin_code read where TFLite reads max(builtin_code, "
+                                      "deprecated_builtin_code)" for field in ("BuiltinCode", "DeprecatedBuiltinCode")},
+    "field-nonfinite": "NaN/inf quantization parameters are not refused",
+    "onnx-init-nonfinite": "NaN/inf in float initialisers are not refused (IEEE special values propagate "
+                           "differently through onnxruntime's fused kernels and TVM's)",
+    "onnx-attr-nonfinite": "NaN/inf float attributes are not refused",
+}
+
+
+def known_failure(result) -> bool:
+    return result["kind"] in KNOWN_FAILURES or result["kind"].split(":")[0] in KNOWN_FAILURES
+
+
+@pytest.mark.parametrize("base", sorted(fuzz.BASES))
+def test_unmutated_base_matches_its_reference(base):
+    """Without this the fuzzer would prove nothing: each base model runs on its reference and here,
+    with the same output."""
+    ext, reference, _ = fuzz.BASES[base]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model" + ext)
+        with open(path, "wb") as f:
+            f.write(fuzz.base_bytes(base))
+        ref_class, inputs, expected = fuzz.reference_outputs(path, reference)
+        assert ref_class == "ok", inputs
+        ours, got, spec = fuzz.our_outputs(path, tmp, inputs)
+    assert ours == "ok", got
+    for g, e in zip(got, expected):
+        assert fuzz.compare(g, e, integer=spec["dtype"] == "int8") is None
+        assert len(np.unique(e)) > 4, "a near-constant reference output would hide differences"
+
+
+def test_compare_sees_differences():
+    a = np.array([1.0, np.nan, np.inf, 2.0], np.float32)
+    assert fuzz.compare(a, a.copy(), integer=False) is None
+    assert "NaN" in fuzz.compare(np.array([1.0, 0, np.inf, 2.0], np.float32), a, integer=False)
+    assert "infinities" in fuzz.compare(np.array([1.0, np.nan, -np.inf, 2.0], np.float32), a, integer=False)
+    assert "relative error" in fuzz.compare(np.array([1.0, np.nan, np.inf, 2.1], np.float32), a, integer=False)
+    assert "1 of 2" in fuzz.compare(np.array([1, 2], np.int8), np.array([1, 3], np.int8), integer=True)
+    assert "reference's" in fuzz.compare(np.zeros(3, np.int8), np.zeros(4, np.int8), integer=True)
+
+
+def test_cases_are_reproducible_and_mutate():
+    for i in range(8):
+        first, again = fuzz.make_case(QUICK_SEED, i), fuzz.make_case(QUICK_SEED, i)
+        assert first == again
+        assert first[3] != fuzz.base_bytes(first[0]) or first[4].startswith(("field", "opcode", "onnx"))
+
+
+def test_quick_differential_subset():
+    results = fuzz.run_cases(QUICK_SEED, range(QUICK_CASES), jobs=1)
+    assert len(results) == QUICK_CASES
+    failures = [r for r in results if r["class"] in fuzz.FAILURE_CLASSES and not known_failure(r)]
+    assert not failures, "\n".join(
+        f"{r['class']}: case {r['index']} ({r['base']}, {r['kind']}): {r['detail']} "
+        f"[python tests/fuzz_differential.py --seed {QUICK_SEED} --case {r['index']}]" for r in failures)
+    verdicts = {r["class"] for r in results}
+    assert verdicts & {"match"} and verdicts & {"both-refuse", "refused"}, f"too one-sided to prove much: {verdicts}"
+
+
+def _run_onnx_variant(base, edit, tmp_path):
+    """The base ONNX net with ``edit(model)`` applied, through onnxruntime and this compiler."""
+    import onnx
+
+    model = onnx.load_from_string(fuzz.base_bytes(base))
+    edit(model)
+    path = str(tmp_path / "variant.onnx")
+    onnx.save(model, path)
+    reference = fuzz.reference_outputs(path, "onnxruntime")
+    return reference, fuzz.our_outputs(path, str(tmp_path), reference[1] if reference[0] == "ok" else None)
+
+
+def test_non_finite_constant_in_a_kernel_builds_and_matches(tmp_path):
+    """Found by the fuzzer: a NaN LeakyRelu slope was printed as `nanf`, and the C did not build."""
+    def nan_slope(model):
+        next(n for n in model.graph.node if n.op_type == "LeakyRelu").attribute[0].f = float("nan")
+
+    (ref_class, _, expected), (ours, got, spec) = _run_onnx_variant("onnx_batchnorm", nan_slope, tmp_path)
+    assert ref_class == "ok" and ours == "ok", got
+    assert np.isnan(expected[0]).any()
+    assert all(fuzz.compare(g, e, integer=False) is None for g, e in zip(got, expected))
+
+
+def test_clip_with_min_above_max_is_refused(tmp_path):
+    """Found by the fuzzer: onnxruntime gives max everywhere, TVM's clip gave min."""
+    import onnx
+
+    def raise_min(model):
+        init = next(i for i in model.graph.initializer if i.name == "zero")
+        init.CopyFrom(onnx.numpy_helper.from_array(np.float32(7.0), "zero"))
+
+    (ref_class, _, _), (ours, message, _) = _run_onnx_variant("onnx_unet", raise_min, tmp_path)
+    assert ref_class == "ok" and ours == "refused"
+    assert "Clip node #4 'relu6': min 7.0 is above max 6.0" in message
