@@ -318,7 +318,7 @@ _ODD_ONNX_FLOATS = (float("nan"), float("inf"), float("-inf"), 0.0, 1e30, -1e30,
 
 def mutate_onnx(data: bytes, rng: random.Random, kind: str):
     import onnx
-    from onnx import AttributeProto, helper, numpy_helper
+    from onnx import AttributeProto, numpy_helper
 
     model = onnx.load_from_string(data)
     graph = model.graph
