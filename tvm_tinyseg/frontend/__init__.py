@@ -56,19 +56,29 @@ def _check_static_nonempty_shapes(path, mod) -> None:
                     "(empty or dynamic); check the model's windows, strides and input size")
 
 
+# Ops whose infinite operands are bounds, not values: TVM's ONNX importer writes an absent Clip
+# bound as where(..., -inf/inf), and min/max against infinity is the identity.
+_BOUND_OPS = frozenset({"relax.where", "relax.minimum", "relax.maximum", "relax.clip"})
+
+
 def _check_finite_constants(path, mod) -> None:
     """Float constants as imported, after the frontends' folding (e.g. a square root of a
-    negative constant), must be finite: the reference would compute NaN or infinity from them."""
+    negative constant), must be finite: the reference would compute NaN or infinity from them.
+    An infinite bound of a clamp is fine."""
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
+            op = getattr(getattr(binding.value, "op", None), "name", None)
             constants = []
             relax.analysis.post_order_visit(
                 binding.value, lambda e: constants.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
             for constant in constants:
                 values = constant.value.numpy()
-                if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-                    raise ModelFileError(f"{path}: a constant used by '{binding.var.name_hint}' is not finite "
-                                         f"({np.count_nonzero(~np.isfinite(values))} NaN or infinite values)")
+                if values.dtype.kind != "f":
+                    continue
+                bad = np.isnan(values) if op in _BOUND_OPS else ~np.isfinite(values)
+                if np.any(bad):
+                    raise ModelFileError(f"{path}: a constant used by '{binding.var.name}' ({op}) is not finite "
+                                         f"({np.count_nonzero(bad)} NaN or infinite values)")
 
 
 __all__ = ["ImportedModel", "TensorInfo", "load_model"]
