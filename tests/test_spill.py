@@ -203,7 +203,9 @@ def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, co
     assert report["arena_bytes"] <= unconstrained
     _assert_exact(model, out_dir, exe=exe)
     if report["arena_bytes"] < unconstrained:
-        assert report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0
+        # smaller through spills, or through row-streamed chains (which move nothing)
+        assert (report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0) \
+            or report["streamed_chains"]
         budget = (report["arena_bytes"] + unconstrained) // 2
         middle = compile_model(model, tmp_path / "mid", ram_budget=budget, storage="mmap").memory_report
         assert middle["arena_bytes"] <= budget

@@ -216,7 +216,8 @@ def tinyseg_min(path, storage: str) -> dict:
     suffix = "" if storage == "mmap" else f"_{storage}"
     return {f"tinyseg_min_bytes{suffix}": plan.arena.size, f"tinyseg_moved_bytes{suffix}": plan.moved_bytes,
             f"tinyseg_storage_bytes{suffix}": plan.storage.size,
-            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in spill_report(plan.table)]}
+            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in spill_report(plan.table)],
+            f"tinyseg_streamed_chains{suffix}": len(plan.chains)}
 
 
 def tinyseg_budgets(path, nospill: int, budgets=DEFAULT_BUDGETS) -> dict:
@@ -402,7 +403,9 @@ Models: every int8 `models/*.tflite` (not `*_float`), and two networks as users 
   fewest bytes). Spilled tensors live in memory-mapped storage and their consumers read them in place (fused
   fetch), so a spilled tensor takes no RAM after its spill. *min / TFLM* is its ratio to TFLM's arena.
   results.json also has the storage pool (`tinyseg_storage_bytes`) and each spilled tensor's bytes
-  (`tinyseg_spilled_bytes`).
+  (`tinyseg_spilled_bytes`). Then chains of row-local kernels are streamed row by row through rings
+  (`tinyseg.stream_rows`, passes/stream_row_chains.py) while the arena shrinks: no bytes moved, no MAC
+  recomputed; results.json's `tinyseg_streamed_chains` counts them.
 - **moved at min** (`tinyseg_moved_bytes`): storage traffic per inference at that arena: each spilled
   tensor is written once and read once per consumer after its spill (with mmap, read in place).
 - **TinySeg min (file)** (`tinyseg_min_bytes_file`; `tinyseg_moved_bytes_file` etc. in results.json): the

@@ -118,6 +118,8 @@ class CompileResult:
             "storage_bytes": self.storage_plan.size,
             "moved_bytes": self.memory.moved_bytes,
             "spilled": spill_report(self.table),
+            "streamed_chains": [chain.to_json() for chain in self.memory.chains],
+            "recomputed_macs": 0,  # row streaming computes every row once
             "weight_bytes": self.table.weight_bytes(),
             "input_bytes": sum(self.table.tensors[t].nbytes for t in self.table.inputs),
             "output_bytes": sum(self.table.tensors[t].nbytes for t in self.table.outputs),

@@ -12,10 +12,12 @@ through :func:`plan_memory`; nothing else chooses spills or places buffers. The 
    storage pool, with the arena planner ``options.planner`` (``arena_planner.PLANNERS``).
 
 When step 3 overshoots the budget, steps 1-2 are repeated for a budget tighter by the overshoot;
-failing that, the spill set of the smallest arena is used if it fits, else :class:`BudgetError`
-names the user's budget and that arena, which this function really planned.
+failing that, the spill set of the smallest arena is used — with ``options.stream_rows``, plus the
+chains of row-local kernels ``stream_chains`` picks to run through row rings (the chain touching
+the arena's peak first) — if it fits, else :class:`BudgetError` names the user's budget and that
+arena, which this function really planned. ``SMALLEST_FEASIBLE`` streams chains while the arena shrinks.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 
@@ -27,6 +29,7 @@ from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, choose_spills
+from tvm_tinyseg.passes.stream_row_chains import StreamRowChains, find_chains
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 
 MAX_BUDGET_ROUNDS = 3  # spill sets tried for a budget before falling back to the smallest arena
@@ -47,6 +50,7 @@ class MemoryPlan:
     storage: ArenaPlan
     workspace_bytes: dict  # kernel name -> bytes
     options: TinySegOptions
+    chains: list = field(default_factory=list)  # stream_row_chains.RowChain, streamed in ``mod``
 
     @property
     def lower_bound(self) -> int:
@@ -78,8 +82,9 @@ class MemoryPlan:
                             for s in self.spills)
         lines = [f"memory plan: arena {arena.size} B, lower bound {self.lower_bound} B, budget {budget_text}",
                  f"storage pool {self.storage.size} B ({self.options.storage}), {self.moved_bytes} B moved per "
-                 f"inference; spilled: {spilled or 'nothing'}",
-                 arena.to_text()]
+                 f"inference; spilled: {spilled or 'nothing'}"]
+        lines += [chain_text(c) for c in self.chains]
+        lines.append(arena.to_text())
         ordered = sorted(arena.buffers, key=lambda b: (arena.offsets[b.name], b.first))
         symbols = {b.name: _symbol(i) for i, b in enumerate(ordered)}
         scale = max(arena.size, 1) / TIMELINE_WIDTH
@@ -124,15 +129,57 @@ def rewrite_passes(spills, options: TinySegOptions) -> list:
 
 def plan_for_spills(mod: tvm.IRModule, spills, options: TinySegOptions) -> MemoryPlan:
     """Rewrite ``mod`` for ``spills`` and place every buffer of the result."""
+    mod = tvm.transform.Sequential(rewrite_passes(spills, options))(mod)
+    return _place(mod, spills, options)
+
+
+def _place(mod: tvm.IRModule, spills, options: TinySegOptions, chains=()) -> MemoryPlan:
     from tvm_tinyseg.codegen.tir_to_c import workspace_bytes
 
-    mod = tvm.transform.Sequential(rewrite_passes(spills, options))(mod)
     table = analyze_lifetimes(mod["main"], mod)
     workspaces = workspace_bytes(mod)
     overwrites = find_overwrites(mod, table) if options.enable and options.overwrite_rows else []
     arena = plan_arena(arena_buffers(table, workspaces, overwrites), options.planner)
     storage = plan_arena(storage_buffers(table), options.planner)
-    return MemoryPlan(mod, table, list(spills), overwrites, arena, storage, workspaces, options)
+    return MemoryPlan(mod, table, list(spills), overwrites, arena, storage, workspaces, options, list(chains))
+
+
+def chain_text(chain) -> str:
+    rings = ", ".join(f"{t} {r} rows ({b} of {n} B)" for t, r, b, n in
+                      zip(chain.tensors, chain.ring_rows, chain.ring_bytes, chain.tensor_bytes))
+    return f"row-streamed chain, steps {chain.steps[0]}-{chain.steps[-1]}: rings {rings}; 0 MACs recomputed"
+
+
+def _peak_tensors(plan: MemoryPlan) -> set:
+    """Names of the tensors live where the arena reaches its high-water mark."""
+    tops = plan.table.memory_at(plan.arena)
+    step = max(range(len(tops)), key=tops.__getitem__) if tops else 0
+    return {t.name for t in plan.table.ram_tensors() if t.live_at(step)}
+
+
+def stream_chains(plan: MemoryPlan, budget: int) -> MemoryPlan:
+    """Greedy choice of row-streamed chains (passes/stream_row_chains.py) for ``plan`` (spills
+    already chosen): while the arena exceeds ``budget`` (SMALLEST_FEASIBLE: while it shrinks), stream
+    the chain touching the arena's peak that frees the most bytes, kept only if the arena shrinks."""
+    base, table = plan.mod, plan.table
+    candidates = find_chains(base, table)
+    chosen, best = [], plan
+
+    def touches(chain, names):
+        steps = [table.steps[i] for i in chain.steps]
+        return names & ({s.output for s in steps} | {a for s in steps for a in s.args if isinstance(a, str)})
+
+    while candidates and (budget == SMALLEST_FEASIBLE or best.arena.size > budget):
+        peak = _peak_tensors(best)
+        touching = [c for c in candidates if touches(c, peak)]
+        if not touching:
+            break
+        pick = max(touching, key=lambda c: sum(c.tensor_bytes) - sum(c.ring_bytes))
+        candidates.remove(pick)
+        trial = _place(StreamRowChains(chosen + [pick])(base), plan.spills, plan.options, chosen + [pick])
+        if trial.arena.size < best.arena.size:
+            chosen, best = chosen + [pick], trial
+    return best
 
 
 def _spill_chooser(mod: tvm.IRModule, options: TinySegOptions):
@@ -154,6 +201,10 @@ def budget_error(budget: int, smallest: int) -> BudgetError:
                        f"set the budget (tinyseg.ram_budget, --ram-budget) to {smallest} or more")
 
 
+def _streamed(plan: MemoryPlan, budget: int) -> MemoryPlan:
+    return stream_chains(plan, budget) if plan.options.stream_rows else plan
+
+
 def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
     """The memory plan of ``mod`` (one ``call_tir`` per kernel, nothing spilled yet) under
     ``options``: with TinySeg enabled and ``options.ram_budget`` set, the spill set moving the
@@ -167,7 +218,7 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
         return plan
     choose = _spill_chooser(mod, options)
     if budget == SMALLEST_FEASIBLE:
-        return plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+        return _streamed(plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options), budget)
     target = budget
     for _ in range(MAX_BUDGET_ROUNDS):
         try:
@@ -180,7 +231,7 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
         target -= plan.arena.size - budget  # buffers the spill planner did not foresee: aim lower
         if target <= 0:
             break
-    smallest = plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options)
+    smallest = _streamed(plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options), budget)
     if smallest.arena.size <= budget:
         return smallest
     raise budget_error(budget, smallest.arena.size)

@@ -62,6 +62,9 @@ OPTIONS = (
     Option("tinyseg.planner", str, "exact", "the arena planner (tvm_tinyseg.passes.arena_planner.PLANNERS)"),
     Option("tinyseg.overwrite_rows", bool, True,
            "let a kernel write its output over input rows it no longer needs (passes/row_overwrite.py)"),
+    Option("tinyseg.stream_rows", bool, True,
+           "when spilling cannot meet the RAM budget, run chains of row-local kernels through row rings "
+           "(passes/stream_row_chains.py)"),
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
@@ -76,6 +79,7 @@ class TinySegOptions:
     planner: str = "exact"
     enable: bool = True
     overwrite_rows: bool = True
+    stream_rows: bool = True
 
 
 def _field(key: str) -> str:
