@@ -6,14 +6,15 @@ between its stages never exist whole.
 A kernel is *row-local* when its outermost loop of extent > 1 walks its output's rows, iteration
 ``h`` storing only output row ``h`` (the form MCUSchedule leaves convolutions, depthwise
 convolutions, pooling and elementwise kernels in). Consecutive kernels where each output has one
-consumer, the next kernel, form a chain. The chain kernel loops over the last stage's output rows
-(ticks); at tick ``t`` each stage computes the rows its consumer needs next, reading its input from
-the previous stage's ring (row ``r`` in slot ``r % rows``) and writing its own ring:
+consumer, the next kernel, form a chain. The chain kernel loops over the rows of its finest stage
+(ticks); at each tick the stages before it compute the rows it needs next, the stages after it every
+row whose input rows exist, each reading its input from the previous stage's ring (row ``r`` in slot
+``r % rows``) and writing its own ring:
 
-    for t in range(H_last):
-        for h in range(start_0(t), done_0(t)):  k0 row h: x → ring0[h % R0]
+    for t in range(H_0):                          (k0 the finest here)
+        k0 row t: x → ring0[t % R0]
         for h in range(start_1(t), done_1(t)):  k1 row h: ring0 → ring1[h % R1]
-        k2 row t: ring1 → y
+        for h in range(start_2(t), done_2(t)):  k2 row h: ring1 → y
 
 Each row of each stage is computed exactly once (no recomputation: 0 extra MACs). Which input rows
 an output row reads comes from the kernel's own index expressions (TVM's integer analyzer, as in
@@ -32,7 +33,7 @@ import tvm_ffi
 from tvm import relax, tirx
 
 from .grouping import call_tir_parts
-from .lifetime import STORAGE_OP_ATTR, LifetimeTable
+from .lifetime import OUTPUT_IN_STORAGE_ATTR, STORAGE_OP_ATTR, LifetimeTable
 from .row_overwrite import _accesses, _inner_loops, _lowered, _row_loop
 
 RING_PREFIX = "tinyseg_ring"  # ring buffers: always lifted into the arena (codegen/tir_to_c.py)
@@ -129,30 +130,51 @@ def row_stage(func: tirx.PrimFunc, chained: int = None):
     return stage
 
 
+def tick_stage(stages) -> int:
+    """The stage whose rows the ticks walk: the finest (most rows), so no stage computes more than a
+    few rows per tick (rings stay near the kernel height both down and up the resolutions)."""
+    return max(range(len(stages)), key=lambda k: (stages[k].rows, -k))
+
+
 def _schedule(stages):
-    """Eager: ticks walk the first stage's rows; at each, every later stage computes all rows whose
-    input rows exist. Per stage the rows done after each tick, and each intermediate's ring rows
-    (from the lowest row its consumer still needs to the newest one written)."""
-    ticks = stages[0].rows
-    done = [[t + 1 for t in range(ticks)]]
-    rings = []
-    for consumer in stages[1:]:
-        produced = done[-1]
-        rows, computable = [], 0
+    """Per stage the rows done after each tick, and each intermediate's ring rows. Ticks walk the
+    tick stage's rows; stages before it compute the rows it (through the stages between) needs
+    next, stages after it every row whose input rows exist. Within a tick the stages run in chain
+    order. None when a stage would read a row not computed yet."""
+    anchor = tick_stage(stages)
+    ticks = stages[anchor].rows
+    done = [None] * len(stages)
+    done[anchor] = [t + 1 for t in range(ticks)]
+    for s in range(anchor - 1, -1, -1):  # pull: the producer rows the consumer's rows read
+        consumer, rows, low = stages[s + 1], [], 0
         for t in range(ticks):
-            while computable < consumer.rows and consumer.reads[computable][1] < produced[t]:
+            if done[s + 1][t]:
+                low = max(low, consumer.reads[done[s + 1][t] - 1][1] + 1)
+            rows.append(low)
+        done[s] = rows
+    for s in range(anchor + 1, len(stages)):  # push: every row whose input rows exist
+        consumer, rows, computable = stages[s], [], 0
+        for t in range(ticks):
+            while computable < consumer.rows and consumer.reads[computable][1] < done[s - 1][t]:
                 computable += 1
             rows.append(computable)
+        done[s] = rows
+    if done[-1][-1] != stages[-1].rows:
+        return None
+    rings = []
+    for s in range(len(stages) - 1):
+        consumer, produced = stages[s + 1], done[s]
         lowest_later = [r[0] for r in consumer.reads]  # lowest input row this row or a later one reads
         for r in range(len(lowest_later) - 2, -1, -1):
             lowest_later[r] = min(lowest_later[r], lowest_later[r + 1])
         ring = 1
         for t in range(ticks):
-            started = rows[t - 1] if t else 0
+            started = done[s + 1][t - 1] if t else 0
+            if done[s + 1][t] > started and consumer.reads[done[s + 1][t] - 1][1] >= produced[t]:
+                return None  # (cannot happen by construction: a guard for the generated code)
             if started < consumer.rows:
                 ring = max(ring, produced[t] - lowest_later[started])
         rings.append(ring)
-        done.append(rows)
     return done, rings
 
 
@@ -191,8 +213,12 @@ def plan_chain(mod: tvm.IRModule, table: LifetimeTable, steps) -> RowChain:
     stages = _stages(mod, table, steps)
     if stages is None:
         return None
-    done, rings = _schedule(stages)
-    if done[-1][-1] != stages[-1].rows or any(_fit(d) is None for d in done[1:]):
+    schedule = _schedule(stages)
+    if schedule is None:
+        return None
+    done, rings = schedule
+    anchor = tick_stage(stages)
+    if any(_fit(d) is None for k, d in enumerate(done) if k != anchor):
         return None
     names = [table.steps[i].output for i in steps[:-1]]
     row_bytes = [table.tensors[n].nbytes // table.tensors[n].shape[1] for n in names]
@@ -331,7 +357,8 @@ def chain_kernel(mod: tvm.IRModule, table: LifetimeTable, chain: RowChain):
     stages = _stages(mod, table, chain.steps)
     done, rings = _schedule(stages)
     stages = [dataclasses.replace(s, func=_fresh(s.func)) for s in stages]
-    tick_dtype = str(_row_loop(stages[0].func.body).loop_var.ty.dtype)
+    anchor = tick_stage(stages)
+    tick_dtype = str(_row_loop(stages[anchor].func.body).loop_var.ty.dtype)
     tick = tirx.Var("tick", tvm.ir.PrimType(tick_dtype))
     params, args, allocs, bodies = [], [], [], []
     ring = None
@@ -354,17 +381,20 @@ def chain_kernel(mod: tvm.IRModule, table: LifetimeTable, chain: RowChain):
             allocs.append(tirx.AllocBuffer(new_ring))
             body = _into_ring(body, out, new_ring, rings[k])
             ring = new_ring
-        if k == 0:
+        if k == anchor:
             bodies.append(_row_range(body, tick, tick + tirx.const(1, tick_dtype)))
             continue
         fit, cap = _fit(done[k]), done[k][-1]
         start = tirx.Select(tick == tirx.const(0, tick_dtype), tirx.const(0, tick_dtype),
                             _rows_done(fit, cap, tick - tirx.const(1, tick_dtype)))
         bodies.append(_row_range(body, start, _rows_done(fit, cap, tick)))
-    ticks = tirx.For(tick, tirx.const(0, tick_dtype), tirx.const(stages[0].rows, tick_dtype),
+    ticks = tirx.For(tick, tirx.const(0, tick_dtype), tirx.const(stages[anchor].rows, tick_dtype),
                      tirx.ForKind.SERIAL, tirx.SeqStmt(bodies))
     func = tirx.PrimFunc(params, tirx.SeqStmt(allocs + [ticks]))
     func = func.with_attr("tirx.noalias", True).with_attr(CHAIN_ATTR, [str(t) for t in chain.tensors])
+    last = mod[table.steps[chain.steps[-1]].kernel]
+    if last.attrs is not None and OUTPUT_IN_STORAGE_ATTR in last.attrs:  # the chain writes a spill row by row
+        func = func.with_attr(OUTPUT_IN_STORAGE_ATTR, True)
     return func, args
 
 

@@ -28,7 +28,8 @@ from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch, reads_in_pla
 from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
-from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, choose_spills
+from tvm_tinyseg.passes.spill_at_production import WriteSpillsAtProduction
+from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, candidates, choose_spills
 from tvm_tinyseg.passes.stream_row_chains import StreamRowChains, find_chains
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 
@@ -60,11 +61,12 @@ class MemoryPlan:
     @property
     def moved_bytes(self) -> int:
         """Bytes written to and read from storage per inference: each spill writes its tensor; a
-        fetch or an in-place reader reads it once, a streaming kernel the row windows it counted."""
+        fetch or an in-place reader reads it once, a streaming kernel the row windows it counted (a
+        kernel writing its output to storage at production counts as its spill)."""
         table, total = self.table, 0
         for step in table.steps:
             stored = [a for a in step.args if isinstance(a, str) and table.tensors[a].in_storage]
-            if step.kind == "spill":
+            if step.kind == "spill" or table.tensors[step.output].in_storage:  # a spill, or written at production
                 total += table.tensors[step.output].nbytes
             elif stored:
                 attrs = self.mod[step.kernel].attrs if step.kind == "kernel" else None
@@ -161,9 +163,15 @@ def stream_chains(plan: MemoryPlan, budget: int) -> MemoryPlan:
     """Greedy choice of row-streamed chains (passes/stream_row_chains.py) for ``plan`` (spills
     already chosen): while the arena exceeds ``budget`` (SMALLEST_FEASIBLE: while it shrinks), stream
     the chain touching the arena's peak that frees the most bytes, kept only if the arena shrinks."""
-    base, table = plan.mod, plan.table
+    best = plan
+    base = plan.mod
+    if in_place_mapped(plan.options) and plan.spills:
+        base = WriteSpillsAtProduction(base)
+        at_production = _place(base, plan.spills, plan.options)
+        best = at_production if at_production.arena.size <= plan.arena.size else plan
+    table = analyze_lifetimes(base["main"], base)
     candidates = find_chains(base, table)
-    chosen, best = [], plan
+    chosen = []
 
     def touches(chain, names):
         steps = [table.steps[i] for i in chain.steps]
@@ -201,8 +209,28 @@ def budget_error(budget: int, smallest: int) -> BudgetError:
                        f"set the budget (tinyseg.ram_budget, --ram-budget) to {smallest} or more")
 
 
-def _streamed(plan: MemoryPlan, budget: int) -> MemoryPlan:
-    return stream_chains(plan, budget) if plan.options.stream_rows else plan
+def in_place_mapped(options: TinySegOptions) -> bool:
+    """Stored tensors are read (and may be written) in place through a pointer."""
+    return options.storage == "mmap" and reads_in_place(options.storage, options.fuse_fetch)
+
+
+def _streamed(mod: tvm.IRModule, spills, budget: int, options: TinySegOptions) -> MemoryPlan:
+    """The plan for ``spills`` with chains streamed (``options.stream_rows``). Spills and streaming
+    are chosen together as far as this: with memory-mapped storage, spilling every long-living
+    tensor, written at production, is tried too (a skip streamed into storage needs no RAM) and the
+    smaller arena wins (then the fewer bytes moved)."""
+    plan = plan_for_spills(mod, spills, options)
+    if not options.stream_rows:
+        return plan
+    plans = [stream_chains(plan, budget)]
+    if in_place_mapped(options):
+        every = candidates(analyze_lifetimes(mod["main"], mod))
+        if {s.tensor for s in every} != {s.tensor for s in spills}:
+            plans.append(stream_chains(plan_for_spills(mod, every, options), budget))
+    fitting = [p for p in plans if budget != SMALLEST_FEASIBLE and p.arena.size <= budget]
+    if fitting:
+        return min(fitting, key=lambda p: (p.moved_bytes, p.arena.size))
+    return min(plans, key=lambda p: (p.arena.size, p.moved_bytes))  # the smallest (what a BudgetError names)
 
 
 def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
@@ -218,7 +246,7 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
         return plan
     choose = _spill_chooser(mod, options)
     if budget == SMALLEST_FEASIBLE:
-        return _streamed(plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options), budget)
+        return _streamed(mod, choose(SMALLEST_FEASIBLE), budget, options)
     target = budget
     for _ in range(MAX_BUDGET_ROUNDS):
         try:
@@ -231,7 +259,7 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
         target -= plan.arena.size - budget  # buffers the spill planner did not foresee: aim lower
         if target <= 0:
             break
-    smallest = _streamed(plan_for_spills(mod, choose(SMALLEST_FEASIBLE), options), budget)
+    smallest = _streamed(mod, choose(SMALLEST_FEASIBLE), budget, options)
     if smallest.arena.size <= budget:
         return smallest
     raise budget_error(budget, smallest.arena.size)
