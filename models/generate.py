@@ -171,6 +171,30 @@ def tinyunet(h, w, cin, name):
     return n, n.model(out)
 
 
+def tinyunet_authentic(h, w, cin, name):
+    """TinyUNet exactly as the TinySeg authors define it (coslab-kr/tinyseg, model/models/unet.py):
+    ``Up(c)`` transposes to ``c // 2`` channels (64->16, 32->8, 16->4; ``tinyunet`` above halves the
+    input's channels instead), concatenates [skip, up] and applies DoubleConv(c). Differences kept
+    from the zoo's conventions: int8 input/output (theirs: uint8, i.e. an extra QUANTIZE at each
+    end) and one BatchNorm per conv (theirs shares one per DoubleConv; only the weights differ)."""
+    n = Net(name, (h, w, cin))
+
+    def double_conv(x, c):
+        for _ in range(2):
+            x = n.relu(n.bn(n.conv(x, c, 3, bias=False)))
+        return x
+
+    x1 = double_conv(n.input, 8)
+    x2 = double_conv(n.maxpool(x1), 16)
+    x3 = double_conv(n.maxpool(x2), 32)
+    x4 = double_conv(n.maxpool(x3), 64)
+    y = x4
+    for skip, c in ((x3, 32), (x2, 16), (x1, 8)):
+        y = double_conv(n.concat(skip, n.tconv(y, c // 2)), c)
+    out = n.conv(y, 1, 1)
+    return n, n.model(out)
+
+
 def attention_condenser(n, x, mid, residual):
     """Attention condenser (Wen et al. 2021): condense (max-pool), embed
     (depthwise 3x3 + pointwise convs), expand (nearest upsampling),
@@ -550,6 +574,7 @@ SPECS = {
     "tinyunet_80x120": (tinyunet, dict(h=80, w=120, cin=3), 80120, ("float", "onnx")),
     "tinyunet_160x240": (tinyunet, dict(h=160, w=240, cin=3), 160240, ()),
     "tinyunet_32x32_c1": (tinyunet, dict(h=32, w=32, cin=1), 3232, ()),
+    "tinyunet_authentic_80x120": (tinyunet_authentic, dict(h=80, w=120, cin=3), 80121, ()),
     "attendseg": (attendseg, dict(h=96, w=96, cin=3, classes=4), 2021, ("onnx",)),
     "mbv2_lraspp": (mbv2_lraspp, dict(h=96, w=96, cin=3, classes=3), 2019, ()),
 }
@@ -604,6 +629,8 @@ ARCH = {
     "tinyunet_80x120_float": "TinyUNet 80x120, float32 (BatchNorm folded by the converter)",
     "tinyunet_160x240": "TinyUNet, same as above at 160x240",
     "tinyunet_32x32_c1": "TinyUNet, same as above at 32x32, 1 input channel",
+    "tinyunet_authentic_80x120": "TinyUNet as the TinySeg authors' code defines it: Up(c) transposes to c/2 "
+                                 "channels (64->16, 32->8, 16->4), concat [skip, up], DoubleConv(c)",
     "attendseg": "AttendSeg-style: 9 attention condensers (MaxPool condense, DW3x3+PW embed, "
                  "nearest expand, sigmoid*V, residual ADD) in a 2-level encoder-decoder, 4 classes",
     "mbv2_lraspp": "MobileNetV2-0.35-style inverted residuals (ReLU6) + LR-ASPP head "

@@ -20,6 +20,7 @@ from tvm_tinyseg.errors import UnsupportedModelError
 
 FUNCTION_INPUT = -1  # producer index of a function parameter
 STORAGE_OP_ATTR = "tinyseg.storage_op"  # PrimFunc attribute of the copies InsertSpillFetch adds
+OUTPUT_IN_STORAGE_ATTR = "tinyseg.output_in_storage"  # a kernel writing its output to storage (spill_at_production.py)
 
 
 def tensor_bytes(ty: relax.TensorType) -> int:
@@ -154,6 +155,11 @@ def _storage_op(mod, kernel):
     return str(attrs[STORAGE_OP_ATTR]) if attrs is not None and STORAGE_OP_ATTR in attrs else None
 
 
+def _writes_storage(mod, kernel) -> bool:
+    attrs = mod[kernel].attrs if mod is not None else None
+    return attrs is not None and OUTPUT_IN_STORAGE_ATTR in attrs
+
+
 def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> LifetimeTable:
     """Linearise ``func`` (see module docstring) into steps and tensor lifetimes. With ``mod``,
     the spill/fetch copies of InsertSpillFetch are recognised (their outputs' storage kind)."""
@@ -213,8 +219,9 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
                 args = [operand(a, index) for a in value.args[1].fields]
                 name = new_name(var)
                 kind = _storage_op(mod, value.args[0]) or "kernel"
+                stored = kind == "spill" or _writes_storage(mod, value.args[0])
                 tensors[name] = Tensor(name, tuple(int(s) for s in var.ty.shape.values), str(var.ty.dtype),
-                                       tensor_bytes(var.ty), index, in_storage=kind == "spill")
+                                       tensor_bytes(var.ty), index, in_storage=stored)
                 storage_of[var] = name
                 steps.append(Step(index, value.args[0].name_hint, args, name, kind))
             else:

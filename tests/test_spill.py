@@ -1,6 +1,7 @@
 """Spilling under a RAM budget: victim choice, the IR rewrite, and whole models that still match
 TFLite Micro bit for bit with their skip tensors in storage."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -205,7 +206,9 @@ def test_zoo_at_smallest_and_intermediate_budgets_matches_tflite_micro(model, co
     _assert_exact(model, out_dir, stats, exe)
     assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]  # reads through the map count
     if report["arena_bytes"] < unconstrained:
-        assert report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0
+        # smaller through spills, or through row-streamed chains (which move nothing)
+        assert (report["spilled"] and report["storage_bytes"] > 0 and report["moved_bytes"] > 0) \
+            or report["streamed_chains"]
         budget = (report["arena_bytes"] + unconstrained) // 2
         middle = compile_model(model, tmp_path / "mid", ram_budget=budget, storage="mmap").memory_report
         assert middle["arena_bytes"] <= budget
@@ -264,10 +267,11 @@ def test_pass_context_budget_changes_the_emitted_arena(tmp_path):
 
 
 def test_cli_budget_below_the_smallest_feasible_is_one_clear_line(tmp_path):
-    proc = run_tinyseg("compile", TINYUNET, "-o", tmp_path, "--ram-budget", "90K", "--storage", "mmap")
+    proc = run_tinyseg("compile", TINYUNET, "-o", tmp_path, "--ram-budget", "8K", "--storage", "mmap")
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert "RAM budget 92160 B cannot be met" in message and "smallest feasible arena is 96000 B" in message
+    assert "RAM budget 8192 B cannot be met" in message
+    assert re.search(r"smallest feasible arena is \d+ B; set the budget .* to \d+ or more", message)
 
 
 def test_tinyunet_on_block_storage_streams_row_windows_through_a_file(tmp_path):

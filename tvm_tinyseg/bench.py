@@ -217,7 +217,8 @@ def tinyseg_min(path, storage: str) -> dict:
     suffix = "" if storage == "mmap" else f"_{storage}"
     return {f"tinyseg_min_bytes{suffix}": plan.arena.size, f"tinyseg_moved_bytes{suffix}": plan.moved_bytes,
             f"tinyseg_storage_bytes{suffix}": plan.storage.size,
-            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in spill_report(plan.table)]}
+            f"tinyseg_spilled_bytes{suffix}": [s["bytes"] for s in spill_report(plan.table)],
+            f"tinyseg_streamed_chains{suffix}": len(plan.chains)}
 
 
 def tinyseg_budgets(path, nospill: int, budgets=DEFAULT_BUDGETS) -> dict:

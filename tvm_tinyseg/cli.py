@@ -182,7 +182,7 @@ def cmd_analyze(args) -> int:
     result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=args.ram_budget,
                            storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
                            input_shapes=dict(args.input_shape or []), integrity=False if args.no_integrity else None)
-    print(format_analysis(result.table, result.plan))
+    print(format_analysis(result.table, result.plan, result.memory.chains))
     print(format_integrity(result.memory_report))
     if args.plot:
         plot_timeline(result, result.plan, args.plot)

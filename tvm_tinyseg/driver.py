@@ -102,6 +102,11 @@ def spill_report(table: LifetimeTable) -> list:
                            "rows": [int(stored.shape[1]), int(whole.shape[1])] if partial else None,
                            "fetched_for_steps": [r.index + (1 if r.kind == "fetch" else 0) for r in readers],
                            "in_place": any(r.kind == "kernel" for r in readers)})
+        elif table.tensors[step.output].in_storage:  # written to storage by its producer
+            stored = table.tensors[step.output]
+            report.append({"tensor": step.output, "bytes": stored.nbytes, "spilled_after_step": step.index - 1,
+                           "rows": None, "fetched_for_steps": list(stored.consumers), "in_place": True,
+                           "written_by_producer": True})
     return report
 
 
@@ -159,6 +164,8 @@ class CompileResult:
             "moved_bytes": self.memory.moved_bytes,
             **self.integrity,
             "spilled": spill_report(self.table),
+            "streamed_chains": [chain.to_json() for chain in self.memory.chains],
+            "recomputed_macs": 0,  # row streaming computes every row once
             "weight_bytes": self.table.weight_bytes(),
             "input_bytes": sum(self.table.tensors[t].nbytes for t in self.table.inputs),
             "output_bytes": sum(self.table.tensors[t].nbytes for t in self.table.outputs),

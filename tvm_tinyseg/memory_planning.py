@@ -12,11 +12,13 @@ through :func:`plan_memory`; nothing else chooses spills or places buffers. The 
    storage pool, with the arena planner ``options.planner`` (``arena_planner.PLANNERS``).
 
 When step 3 overshoots the budget, steps 1-2 are repeated for a budget tighter by the overshoot;
-failing that, the spill set of the smallest arena is used if it fits, else :class:`BudgetError`
-names the user's budget and that arena, which this function really planned.
+failing that, the spill set of the smallest arena is used — with ``options.stream_rows``, plus the
+chains of row-local kernels ``stream_chains`` picks to run through row rings (the chain touching
+the arena's peak first) — if it fits, else :class:`BudgetError` names the user's budget and that
+arena, which this function really planned. ``SMALLEST_FEASIBLE`` streams chains while the arena shrinks.
 """
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 
@@ -28,7 +30,9 @@ from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch, reads_in_pla
 from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
-from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, choose_spills
+from tvm_tinyseg.passes.spill_at_production import WriteSpillsAtProduction
+from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError, candidates, choose_spills
+from tvm_tinyseg.passes.stream_row_chains import StreamRowChains, find_chains
 from tvm_tinyseg.passes.stream_stored_rows import STREAM_BYTES_ATTR, RollStreamWindows, StreamStoredRows
 
 _log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class MemoryPlan:
     storage: ArenaPlan
     workspace_bytes: dict  # kernel name -> bytes
     options: TinySegOptions
+    chains: list = field(default_factory=list)  # stream_row_chains.RowChain, streamed in ``mod``
 
     @property
     def lower_bound(self) -> int:
@@ -59,11 +64,12 @@ class MemoryPlan:
     @property
     def moved_bytes(self) -> int:
         """Bytes written to and read from storage per inference: each spill writes its tensor; a
-        fetch or an in-place reader reads it once, a streaming kernel the row windows it counted."""
+        fetch or an in-place reader reads it once, a streaming kernel the row windows it counted (a
+        kernel writing its output to storage at production counts as its spill)."""
         table, total = self.table, 0
         for step in table.steps:
             stored = [a for a in step.args if isinstance(a, str) and table.tensors[a].in_storage]
-            if step.kind == "spill":
+            if step.kind == "spill" or table.tensors[step.output].in_storage:  # a spill, or written at production
                 total += table.tensors[step.output].nbytes
             elif stored:
                 attrs = self.mod[step.kernel].attrs if step.kind == "kernel" else None
@@ -81,8 +87,9 @@ class MemoryPlan:
                             for s in self.spills)
         lines = [f"memory plan: arena {arena.size} B, lower bound {self.lower_bound} B, budget {budget_text}",
                  f"storage pool {self.storage.size} B ({self.options.storage}), {self.moved_bytes} B moved per "
-                 f"inference; spilled: {spilled or 'nothing'}",
-                 arena.to_text()]
+                 f"inference; spilled: {spilled or 'nothing'}"]
+        lines += [chain_text(c) for c in self.chains]
+        lines.append(arena.to_text())
         ordered = sorted(arena.buffers, key=lambda b: (arena.offsets[b.name], b.first))
         symbols = {b.name: _symbol(i) for i, b in enumerate(ordered)}
         scale = max(arena.size, 1) / TIMELINE_WIDTH
@@ -127,15 +134,63 @@ def rewrite_passes(spills, options: TinySegOptions) -> list:
 
 def plan_for_spills(mod: tvm.IRModule, spills, options: TinySegOptions) -> MemoryPlan:
     """Rewrite ``mod`` for ``spills`` and place every buffer of the result."""
+    mod = tvm.transform.Sequential(rewrite_passes(spills, options))(mod)
+    return _place(mod, spills, options)
+
+
+def _place(mod: tvm.IRModule, spills, options: TinySegOptions, chains=()) -> MemoryPlan:
     from tvm_tinyseg.codegen.tir_to_c import workspace_bytes
 
-    mod = tvm.transform.Sequential(rewrite_passes(spills, options))(mod)
     table = analyze_lifetimes(mod["main"], mod)
     workspaces = workspace_bytes(mod)
     overwrites = find_overwrites(mod, table) if options.enable and options.overwrite_rows else []
     arena = plan_arena(arena_buffers(table, workspaces, overwrites), options.planner)
     storage = plan_arena(storage_buffers(table), options.planner)
-    return MemoryPlan(mod, table, list(spills), overwrites, arena, storage, workspaces, options)
+    return MemoryPlan(mod, table, list(spills), overwrites, arena, storage, workspaces, options, list(chains))
+
+
+def chain_text(chain) -> str:
+    rings = ", ".join(f"{t} {r} rows ({b} of {n} B)" for t, r, b, n in
+                      zip(chain.tensors, chain.ring_rows, chain.ring_bytes, chain.tensor_bytes))
+    return f"row-streamed chain, steps {chain.steps[0]}-{chain.steps[-1]}: rings {rings}; 0 MACs recomputed"
+
+
+def _peak_tensors(plan: MemoryPlan) -> set:
+    """Names of the tensors live where the arena reaches its high-water mark."""
+    tops = plan.table.memory_at(plan.arena)
+    step = max(range(len(tops)), key=tops.__getitem__) if tops else 0
+    return {t.name for t in plan.table.ram_tensors() if t.live_at(step)}
+
+
+def stream_chains(plan: MemoryPlan, budget: int) -> MemoryPlan:
+    """Greedy choice of row-streamed chains (passes/stream_row_chains.py) for ``plan`` (spills
+    already chosen): while the arena exceeds ``budget`` (SMALLEST_FEASIBLE: while it shrinks), stream
+    the chain touching the arena's peak that frees the most bytes, kept only if the arena shrinks."""
+    best = plan
+    base = plan.mod
+    if in_place_mapped(plan.options) and plan.spills:
+        base = WriteSpillsAtProduction(base)
+        at_production = _place(base, plan.spills, plan.options)
+        best = at_production if at_production.arena.size <= plan.arena.size else plan
+    table = analyze_lifetimes(base["main"], base)
+    candidates = find_chains(base, table)
+    chosen = []
+
+    def touches(chain, names):
+        steps = [table.steps[i] for i in chain.steps]
+        return names & ({s.output for s in steps} | {a for s in steps for a in s.args if isinstance(a, str)})
+
+    while candidates and (budget == SMALLEST_FEASIBLE or best.arena.size > budget):
+        peak = _peak_tensors(best)
+        touching = [c for c in candidates if touches(c, peak)]
+        if not touching:
+            break
+        pick = max(touching, key=lambda c: sum(c.tensor_bytes) - sum(c.ring_bytes))
+        candidates.remove(pick)
+        trial = _place(StreamRowChains(chosen + [pick])(base), plan.spills, plan.options, chosen + [pick])
+        if trial.arena.size < best.arena.size:
+            chosen, best = chosen + [pick], trial
+    return best
 
 
 def _spill_chooser(mod: tvm.IRModule, options: TinySegOptions):
@@ -155,6 +210,30 @@ def _spill_chooser(mod: tvm.IRModule, options: TinySegOptions):
 def budget_error(budget: int, smallest: int) -> BudgetError:
     return BudgetError(f"RAM budget {budget} B cannot be met: the smallest feasible arena is {smallest} B; "
                        f"set the budget (tinyseg.ram_budget, --ram-budget) to {smallest} or more")
+
+
+def in_place_mapped(options: TinySegOptions) -> bool:
+    """Stored tensors are read (and may be written) in place through a pointer."""
+    return options.storage == "mmap" and reads_in_place(options.storage, options.fuse_fetch)
+
+
+def _streamed(mod: tvm.IRModule, place, spills, budget: int, options: TinySegOptions) -> MemoryPlan:
+    """The plan for ``spills`` with chains streamed (``options.stream_rows``). Spills and streaming
+    are chosen together as far as this: with memory-mapped storage, spilling every long-living
+    tensor, written at production, is tried too (a skip streamed into storage needs no RAM) and the
+    smaller arena wins (then the fewer bytes moved)."""
+    plan = place(spills)
+    if not options.stream_rows:
+        return plan
+    plans = [stream_chains(plan, budget)]
+    if in_place_mapped(options):
+        every = candidates(analyze_lifetimes(mod["main"], mod))
+        if {s.tensor for s in every} != {s.tensor for s in spills}:
+            plans.append(stream_chains(place(every), budget))
+    fitting = [p for p in plans if budget != SMALLEST_FEASIBLE and p.arena.size <= budget]
+    if fitting:
+        return min(fitting, key=lambda p: (p.moved_bytes, p.arena.size))
+    return min(plans, key=lambda p: (p.arena.size, p.moved_bytes))  # the smallest (what a BudgetError names)
 
 
 def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
@@ -190,7 +269,7 @@ def _plan(mod: tvm.IRModule, options: TinySegOptions, place, search: Accumulated
             return spill_chooser(target)
 
     if budget == SMALLEST_FEASIBLE:
-        return place(choose(SMALLEST_FEASIBLE))
+        return _streamed(mod, place, choose(SMALLEST_FEASIBLE), budget, options)
     target = budget
     for _ in range(MAX_BUDGET_ROUNDS):
         try:
@@ -203,7 +282,7 @@ def _plan(mod: tvm.IRModule, options: TinySegOptions, place, search: Accumulated
         target -= plan.arena.size - budget  # buffers the spill planner did not foresee: aim lower
         if target <= 0:
             break
-    smallest = place(choose(SMALLEST_FEASIBLE))
+    smallest = _streamed(mod, place, choose(SMALLEST_FEASIBLE), budget, options)
     if smallest.arena.size <= budget:
         return smallest
     raise budget_error(budget, smallest.arena.size)

@@ -67,6 +67,9 @@ OPTIONS = (
     Option("tinyseg.integrity", bool, True,
            "a CRC-16 per 16-byte block of 'file' and 'uart' storage, kept in RAM: storage returning other "
            "bytes than were written is an error (status 5), not a wrong output"),
+    Option("tinyseg.stream_rows", bool, True,
+           "when spilling cannot meet the RAM budget, run chains of row-local kernels through row rings "
+           "(passes/stream_row_chains.py)"),
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
@@ -84,6 +87,7 @@ class TinySegOptions:
     enable: bool = True
     overwrite_rows: bool = True
     integrity: bool = True
+    stream_rows: bool = True
 
 
 def _field(key: str) -> str:

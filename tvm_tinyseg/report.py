@@ -21,9 +21,10 @@ def spilled_copies(table) -> dict:
     return {step.args[0]: table.tensors[step.output] for step in table.steps if step.kind == "spill"}
 
 
-def format_analysis(table, plan) -> str:
+def format_analysis(table, plan, chains=()) -> str:
     """The lifetime table, the peak step and its live tensors, the long-living tensors, the spills,
-    and the arena size beside its lower bound."""
+    the row-streamed chains (``chains``: stream_row_chains.RowChain) and the arena size beside its
+    lower bound."""
     peak = table.peak_step()
     lines = [table.to_text(), ""]
     if peak is not None:
@@ -39,6 +40,11 @@ def format_analysis(table, plan) -> str:
     for name, stored in spilled_copies(table).items():
         lines.append(f"spilled: {name} -> {stored.name} ({stored.nbytes} B), written at step {stored.producer}, "
                      f"read at step {','.join(map(str, stored.consumers))}")
+    for chain in chains:
+        lines.append(f"row-streamed chain of steps {', '.join(map(str, chain.steps))} (before streaming; 0 MACs "
+                     "recomputed): " + ", ".join(f"{t} in a ring of {r} rows, {b} B instead of {n} B" for t, r, b, n
+                                                 in zip(chain.tensors, chain.ring_rows, chain.ring_bytes,
+                                                        chain.tensor_bytes)))
     shared = [b for b in plan.buffers if b.overwrites]
     if shared:
         lines.append(f"outputs overwriting dead input rows: {len(shared)} ("

@@ -246,6 +246,11 @@ def _reads_storage(table, step) -> bool:
     return step.kind == "kernel" and any(isinstance(a, str) and table.tensors[a].in_storage for a in step.args)
 
 
+def _uses_mapped_pool(table, step) -> bool:
+    """A kernel reading a stored tensor in place, or writing its output there (spill_at_production.py)."""
+    return _reads_storage(table, step) or (step.kind == "kernel" and table.tensors[step.output].in_storage)
+
+
 def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, kernels, io: dict,
                       storage_offsets=None, mapped_storage: bool = True) -> str:
     """The whole runner translation unit: kernels, weights, arena and the run calls.
@@ -274,7 +279,7 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
                   "  }"]
     if reads_storage and not mapped_storage:
         calls.append("  tinyseg_stream_status = TINYSEG_OK;")
-    if reads_storage and mapped_storage:
+    if mapped_storage and any(_uses_mapped_pool(table, s) for s in table.steps):
         calls += ["  uint8_t *tinyseg_storage = tinyseg_storage_map();",
                   "  if (tinyseg_storage == NULL) return TINYSEG_ERR_STORAGE_MAP;"]
     guarded = [t for t in table.ram_tensors() if t.name in offsets]

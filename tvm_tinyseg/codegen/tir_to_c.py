@@ -5,8 +5,9 @@ TVMBackendAllocWorkspace). Microcontroller code wants ``void k(const int8_t *x, 
 and nothing else, so we register our own TIR pipeline ``tinyseg_c``: TVM's default S-TIR lowering
 with MakePackedAPI/LowerTVMBuiltin replaced by two passes:
 
-* ``LiftWorkspace`` turns any kernel-local buffer larger than a few scalars into a slice of an
-  explicit ``uint8_t *tinyseg_ws`` parameter, so no RAM is hidden from the memory plan;
+* ``LiftWorkspace`` turns any kernel-local buffer larger than a few scalars (and every row ring of
+  passes/stream_row_chains.py) into a slice of an explicit ``uint8_t *tinyseg_ws`` parameter, so no
+  RAM is hidden from the memory plan;
 * ``MakeUnpackedAPI`` turns buffer parameters into plain typed pointers.
 """
 import re
@@ -19,6 +20,7 @@ from tvm import ir, s_tir, tirx
 from tvm_tinyseg.passes.dsp_dot_products import DSP_LOOPS_ATTR, UseDSPDotProducts
 from tvm_tinyseg.passes.hoist_tap_conditions import HoistTapConditions
 from tvm_tinyseg.passes.lifetime import STORAGE_OP_ATTR  # spill/fetch copies become storage calls
+from tvm_tinyseg.passes.stream_row_chains import RING_PREFIX  # rings keep rows across iterations: never on the stack
 
 WORKSPACE_ALIGN = 16
 STACK_LIMIT_BYTES = 64  # kernel-local buffers up to this size stay on the C stack
@@ -47,7 +49,8 @@ def LiftWorkspace(func, mod, ctx):
     allocs = []
     tvm_ffi.structural_walk(
         func.body,
-        (tirx.AllocBuffer, lambda a: allocs.append(a) if _buffer_bytes(a.buffer) > STACK_LIMIT_BYTES else None),
+        (tirx.AllocBuffer, lambda a: allocs.append(a) if _buffer_bytes(a.buffer) > STACK_LIMIT_BYTES
+         or a.buffer.name.startswith(RING_PREFIX) else None),
     )
     if not allocs:
         return func.with_attr(WORKSPACE_ATTR, 0)
