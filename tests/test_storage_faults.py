@@ -43,7 +43,10 @@ def model(compiled_zoo):
     def get(storage, integrity=True):
         result, out_dir, _ = compiled_zoo.get(MODEL, ram_budget=-1, storage=storage,
                                               **({} if integrity else {"integrity": False}))
-        assert result.memory_report["moved_bytes"] == 2 * 8192
+        # the skip written once and read once; memory-mapped storage may also take tensors written by
+        # their producers (passes/spill_at_production.py)
+        moved = result.memory_report["moved_bytes"]
+        assert moved == 2 * 8192 if storage != "mmap" else moved >= 2 * 8192
         assert result.memory_report["integrity"] == (integrity and storage != "mmap")
         spec = result.io_spec["input"]
         x = seeded_input(spec["shape"], spec["dtype"], 0)

@@ -13,7 +13,7 @@ from tiny_unet import tiny_input, tiny_unet
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.pass_config import register_options
 from tvm_tinyseg.passes.spill_planner import SMALLEST_FEASIBLE, BudgetError
-from tvm_tinyseg.platforms import host
+from tvm_tinyseg.boards import host
 from tvm_tinyseg.report import format_analysis
 
 

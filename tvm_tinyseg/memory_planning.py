@@ -71,7 +71,7 @@ class MemoryPlan:
             stored = [a for a in step.args if isinstance(a, str) and table.tensors[a].in_storage]
             if step.kind == "spill" or table.tensors[step.output].in_storage:  # a spill, or written at production
                 total += table.tensors[step.output].nbytes
-            elif stored:
+            if step.kind != "spill" and stored:  # a producer writing to storage may read stored tensors too
                 attrs = self.mod[step.kernel].attrs if step.kind == "kernel" else None
                 streamed = attrs is not None and STREAM_BYTES_ATTR in attrs
                 total += int(attrs[STREAM_BYTES_ATTR]) if streamed else sum(table.tensors[a].nbytes for a in stored)

@@ -37,9 +37,15 @@ def format_analysis(table, plan, chains=()) -> str:
         where = " (in storage)" if t.in_storage else ""
         lines.append(f"  {t.name:<16} {t.nbytes:>9} B  cold range {t.cold_range[0]}-{t.cold_range[1]} "
                      f"({t.idle_steps} idle steps){where}")
-    for name, stored in spilled_copies(table).items():
+    copies = spilled_copies(table)
+    for name, stored in copies.items():
         lines.append(f"spilled: {name} -> {stored.name} ({stored.nbytes} B), written at step {stored.producer}, "
                      f"read at step {','.join(map(str, stored.consumers))}")
+    copied = {stored.name for stored in copies.values()}
+    for stored in table.storage_tensors():
+        if stored.name not in copied:  # passes/spill_at_production.py: never in RAM
+            lines.append(f"spilled: {stored.name} ({stored.nbytes} B), written to storage by step {stored.producer} "
+                         f"as it is produced, read at step {','.join(map(str, sorted(set(stored.consumers))))}")
     for chain in chains:
         lines.append(f"row-streamed chain of steps {', '.join(map(str, chain.steps))} (before streaming; 0 MACs "
                      "recomputed): " + ", ".join(f"{t} in a ring of {r} rows, {b} B instead of {n} B" for t, r, b, n

@@ -295,6 +295,9 @@ def emit_model_source(table: LifetimeTable, offsets: dict, arena_bytes: int, ker
         if reads_storage and mapped_storage and _reads_storage(table, step):  # counted like the backend's reads
             read = sum(table.tensors[a].nbytes for a in step.args if isinstance(a, str) and table.tensors[a].in_storage)
             calls.append(f"  tinyseg_storage_bytes_read += {read}u;  /* read in place through the mapping */")
+        if mapped_storage and step.kind == "kernel" and table.tensors[step.output].in_storage:
+            calls.append(f"  tinyseg_storage_bytes_written += {table.tensors[step.output].nbytes}u;  "
+                         "/* written in place by its producer */")
         calls.append(f"  TINYSEG_DEBUG_AFTER({step.index}, {written});")
     calls.append("  TINYSEG_PROFILE_MARK();")
     for i, name in enumerate(table.outputs):
