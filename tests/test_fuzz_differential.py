@@ -13,24 +13,6 @@ import fuzz_differential as fuzz
 QUICK_SEED = 2026
 QUICK_CASES = 22  # about 2 s each on one core
 
-# Failures of mutation kinds another branch fixes (h-verify, issue 13 item 2: frontend verification):
-# the quick run lets them fail. Keyed by the case's kind, or the part of it before ':'.
-KNOWN_FAILURES = {
-    "opcode": "the operator is read from builtin_code where TFLite reads max(builtin_code, "
-              "deprecated_builtin_code): models TFLite Micro reads as other ops, or refuses",
-    **{f"field:OperatorCode.{field}": "builtin_code read where TFLite reads max(builtin_code, "
-                                      "deprecated_builtin_code)" for field in ("BuiltinCode", "DeprecatedBuiltinCode")},
-    "field-nonfinite": "NaN/inf quantization parameters are not refused",
-    "onnx-init-nonfinite": "NaN/inf in float initialisers are not refused (IEEE special values propagate "
-                           "differently through onnxruntime's fused kernels and TVM's)",
-    "onnx-attr-nonfinite": "NaN/inf float attributes are not refused",
-}
-
-
-def known_failure(result) -> bool:
-    return result["kind"] in KNOWN_FAILURES or result["kind"].split(":")[0] in KNOWN_FAILURES
-
-
 @pytest.mark.parametrize("base", sorted(fuzz.BASES))
 def test_unmutated_base_matches_its_reference(base):
     """Without this the fuzzer would prove nothing: each base model runs on its reference and here,
@@ -69,7 +51,7 @@ def test_cases_are_reproducible_and_mutate():
 def test_quick_differential_subset():
     results = fuzz.run_cases(QUICK_SEED, range(QUICK_CASES), jobs=1)
     assert len(results) == QUICK_CASES
-    failures = [r for r in results if r["class"] in fuzz.FAILURE_CLASSES and not known_failure(r)]
+    failures = [r for r in results if r["class"] in fuzz.FAILURE_CLASSES]
     assert not failures, "\n".join(
         f"{r['class']}: case {r['index']} ({r['base']}, {r['kind']}): {r['detail']} "
         f"[python tests/fuzz_differential.py --seed {QUICK_SEED} --case {r['index']}]" for r in failures)
