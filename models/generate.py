@@ -150,8 +150,10 @@ class Net:
 # ---------------------------------------------------------------------------
 # Architectures
 # ---------------------------------------------------------------------------
-def tinyunet(h, w, cin, name):
-    """TinyUNet of the TinySeg paper (Chae et al., LCTES 2024)."""
+def tinyunet(h, w, cin, name, up_channels=lambda y, c: y.shape[-1] // 2):
+    """TinyUNet of the TinySeg paper (Chae et al., LCTES 2024); each up step transposes the deeper
+    tensor ``y`` to ``up_channels(y, c)`` channels (here half of y's: 64->32, 32->16, 16->8), then
+    concatenates [skip, up] and applies DoubleConv(c)."""
     n = Net(name, (h, w, cin))
 
     def double_conv(x, c):
@@ -165,8 +167,7 @@ def tinyunet(h, w, cin, name):
     x4 = double_conv(n.maxpool(x3), 64)
     y = x4
     for skip, c in ((x3, 32), (x2, 16), (x1, 8)):
-        u = n.tconv(y, y.shape[-1] // 2)       # 64->32, 32->16, 16->8
-        y = double_conv(n.concat(skip, u), c)
+        y = double_conv(n.concat(skip, n.tconv(y, up_channels(y, c))), c)
     out = n.conv(y, 1, 1)
     return n, n.model(out)
 
@@ -177,22 +178,7 @@ def tinyunet_authentic(h, w, cin, name):
     input's channels instead), concatenates [skip, up] and applies DoubleConv(c). Differences kept
     from the zoo's conventions: int8 input/output (theirs: uint8, i.e. an extra QUANTIZE at each
     end) and one BatchNorm per conv (theirs shares one per DoubleConv; only the weights differ)."""
-    n = Net(name, (h, w, cin))
-
-    def double_conv(x, c):
-        for _ in range(2):
-            x = n.relu(n.bn(n.conv(x, c, 3, bias=False)))
-        return x
-
-    x1 = double_conv(n.input, 8)
-    x2 = double_conv(n.maxpool(x1), 16)
-    x3 = double_conv(n.maxpool(x2), 32)
-    x4 = double_conv(n.maxpool(x3), 64)
-    y = x4
-    for skip, c in ((x3, 32), (x2, 16), (x1, 8)):
-        y = double_conv(n.concat(skip, n.tconv(y, c // 2)), c)
-    out = n.conv(y, 1, 1)
-    return n, n.model(out)
+    return tinyunet(h, w, cin, name, up_channels=lambda y, c: c // 2)
 
 
 def attention_condenser(n, x, mid, residual):

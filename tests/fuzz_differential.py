@@ -56,6 +56,8 @@ import traceback
 
 import numpy as np
 
+from tvm_tinyseg.reference import _fd2_into
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
@@ -390,20 +392,6 @@ def make_case(seed: int, index: int):
 
 # --------------------------------------------------------------------------------------------
 # Running one case
-
-
-@contextlib.contextmanager
-def _fd2_into(path):
-    """The references' C++ code prints to file descriptor 2: into ``path``, out of the report."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "wb") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _seeded(shape, dtype, seed):
