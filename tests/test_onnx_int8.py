@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm.script import ir as I
 from tvm.script import relax as R
 
+import onnx_reference
 from conftest import SEEDS
 from onnx_int8_net import INPUT_SHAPE, float_unet, quantized_unet
 from tvm_tinyseg.driver import compile_model
@@ -71,7 +72,7 @@ def _lsb_differences(path, out_dir, session_options=None, **options):
     onnxruntime and whether the float outputs are identical."""
     result = compile_model(path, out_dir, **options)
     exe = host.build(out_dir)
-    session = onnxruntime.InferenceSession(path, session_options)
+    session = onnx_reference.session(path, session_options)
     scale, zero_point = _output_quantization(path)
     differences = []
     for x in _inputs(path):
@@ -323,3 +324,41 @@ def test_conv_rounds_like_qlinearconv_next_to_a_tie(tmp_path):
     codes = [np.rint(v / s["y_scale"]).astype(np.int64).ravel() for v in (got, expected)]
     assert codes[1][0] == 138, "onnxruntime's QLinearConv no longer rounds float32(acc)·scale = 138.5"
     np.testing.assert_array_equal(codes[0], codes[1])
+
+
+def _saturating_conv(activation_dtype, channels=8):
+    """x → QuantizeLinear → 1×1 Conv (int8 weights 127) → QuantizeLinear → DequantizeLinear, with
+    scales of 1 and input codes whose distance to the zero point is 255: pairs of products 2·255·127
+    overflow 16 bits, where onnxruntime's kernels on x86 CPUs without VNNI saturate."""
+    x_zp = np.array(0 if activation_dtype == np.uint8 else -128, activation_dtype)
+    values = {"sx": np.float32(1), "zx": x_zp, "w": np.full((1, channels, 1, 1), 127, np.int8),
+              "ws": np.array([1], np.float32), "wz": np.zeros(1, np.int8), "sy": np.float32(2000),
+              "zy": x_zp}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "sy", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, "saturating", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 (1, channels, 2, 2))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 1, 2, 2))],
+                              [numpy_helper.from_array(np.array(v), k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("activation_dtype", [np.uint8, np.int8], ids=["uint8", "int8_zero_point_-128"])
+def test_reference_is_exact_where_onnxruntime_kernels_saturate(tmp_path, activation_dtype):
+    """The onnxruntime reference of these tests (onnx_reference.py) computes 255·127 summed over 8
+    channels exactly on every CPU, and so does the compiled model."""
+    path = str(tmp_path / "saturating.onnx")
+    onnx.save(_saturating_conv(activation_dtype), path)
+    x = np.full((1, 8, 2, 2), 255, np.float32)
+    exact = np.rint(255 * 127 * 8 / 2000) * 2000  # 130 output steps (a saturating kernel gives 66)
+    reference = onnx_reference.onnxruntime_output(path, x)
+    compile_model(path, str(tmp_path / "c"))
+    got = host.run(str(tmp_path / "c"), x, host.build(str(tmp_path / "c")))
+    np.testing.assert_array_equal(reference, np.full((1, 1, 2, 2), exact, np.float32))
+    np.testing.assert_array_equal(got, reference)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SEEDS, seeded_input, tflm_reference
+from onnx_reference import onnxruntime_output
 from tvm_tinyseg.frontend.tflite_converter import builtin_code
 from tvm_tinyseg.models import MODELS_DIR
 from tvm_tinyseg.boards import host
@@ -102,13 +103,6 @@ def onnx_output_step(path) -> float:
     (last,) = [n for n in graph.node if graph.output[0].name in n.output]
     assert last.op_type == "DequantizeLinear", last.op_type
     return float(initializers[last.input[1]])
-
-
-def onnxruntime_output(path, x):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def _check_tflite_int8(path, got, x, seed):
