@@ -26,6 +26,7 @@ import tvm_ffi
 from tvm import s_tir, tirx
 
 from .lifetime import STORAGE_OP_ATTR, LifetimeTable
+from .structural_memo import structural_memo
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def _inner_loops(stmt) -> list:
     return loops
 
 
+@structural_memo()
 def row_overwrite_lead(func: tirx.PrimFunc, input_param: int, output_param: int):
     """The lead in bytes letting parameter ``output_param`` of ``func`` overwrite the rows of
     parameter ``input_param`` (see module docstring), or None when the kernel does not qualify or

@@ -35,6 +35,7 @@ from tvm import relax, tirx
 from .grouping import call_tir_parts
 from .lifetime import OUTPUT_IN_STORAGE_ATTR, STORAGE_OP_ATTR, LifetimeTable
 from .row_overwrite import _accesses, _inner_loops, _lowered, _row_loop
+from .structural_memo import structural_memo
 
 RING_PREFIX = "tinyseg_ring"  # ring buffers: always lifted into the arena (codegen/tir_to_c.py)
 CHAIN_ATTR = "tinyseg.row_chain"  # on a chain kernel: the tensors whose rows it streams
@@ -86,6 +87,7 @@ def _nhwc_rows(buffer):
     return shape[1] if len(shape) == 4 and shape[0] == 1 else None
 
 
+@structural_memo()
 def row_stage(func: tirx.PrimFunc, chained: int = None):
     """The kernel as a chain stage (None if it is not row-local): iteration ``h`` of its row loop
     stores (and re-reads) output row ``h`` only, and with ``chained`` every read of that input is
@@ -253,13 +255,8 @@ def _stages(mod, table, steps):
 
 def find_chains(mod: tvm.IRModule, table: LifetimeTable) -> list:
     """Every maximal chain of two or more row-local kernels that can stream."""
-    cache = {}
-
     def stage(step, chained):
-        key = (step, chained)
-        if key not in cache:
-            cache[key] = row_stage(mod[table.steps[step].kernel], chained)
-        return cache[key]
+        return row_stage(mod[table.steps[step].kernel], chained)
 
     runs, current = [], []
     for step in table.steps:

@@ -20,6 +20,7 @@ from tvm import ir, s_tir, tirx
 from tvm_tinyseg.passes.dsp_dot_products import DSP_LOOPS_ATTR, UseDSPDotProducts
 from tvm_tinyseg.passes.hoist_tap_conditions import HoistTapConditions
 from tvm_tinyseg.passes.lifetime import STORAGE_OP_ATTR  # spill/fetch copies become storage calls
+from tvm_tinyseg.passes.structural_memo import structural_memo
 from tvm_tinyseg.passes.stream_row_chains import RING_PREFIX  # rings keep rows across iterations: never on the stack
 
 WORKSPACE_ALIGN = 16
@@ -201,10 +202,17 @@ def _lowered(tir_mod: tvm.IRModule, dsp: bool = False) -> tvm.IRModule:
         tirx.transform.BindTarget(tvm.target.Target("c", host="c"))(_c_kernels(tir_mod)))
 
 
+@structural_memo()
+def _lowered_attributes(kernel: tirx.PrimFunc, dsp: bool) -> tuple:
+    """(workspace bytes, whether its dot products call the SMLAD helpers) of ``kernel`` lowered."""
+    (lowered,) = _lowered(tvm.IRModule({"kernel": kernel}), dsp).functions.values()
+    return int(lowered.attrs.get(WORKSPACE_ATTR, 0)), bool(int(lowered.attrs.get(DSP_LOOPS_ATTR, 0)))
+
+
 def workspace_bytes(tir_mod: tvm.IRModule) -> dict:
     """Kernel name → the workspace (``LiftWorkspace``) its C function needs, so memory planning
     can count it."""
-    return {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in _lowered(tir_mod).functions_items()}
+    return {gv.name_hint: _lowered_attributes(kernel, False)[0] for gv, kernel in _c_kernels(tir_mod).functions_items()}
 
 
 def build_c_kernels(tir_mod: tvm.IRModule, dsp: bool = False) -> CKernels:
@@ -212,10 +220,9 @@ def build_c_kernels(tir_mod: tvm.IRModule, dsp: bool = False) -> CKernels:
     extension (passes/dsp_dot_products.py)."""
     kernels = _c_kernels(tir_mod)
     source = tvm.tirx.build(kernels, target="c", pipeline=PIPELINES[dsp]).inspect_source()
-    # tirx.build does not hand back the lowered module: re-run the (cheap) lowering to read the
-    # attributes each kernel got.
-    lowered = _lowered(tir_mod, dsp)
-    names = {gv.name_hint for gv in kernels.get_global_vars()}
-    return CKernels(_clean_source(source, names),
-                    {gv.name_hint: int(f.attrs.get(WORKSPACE_ATTR, 0)) for gv, f in lowered.functions_items()},
-                    sorted(gv.name_hint for gv, f in lowered.functions_items() if int(f.attrs.get(DSP_LOOPS_ATTR, 0))))
+    # tirx.build does not hand back the lowered module: lower each kernel again (or recall it) to
+    # read the attributes it got.
+    attributes = {gv.name_hint: _lowered_attributes(kernel, dsp) for gv, kernel in kernels.functions_items()}
+    return CKernels(_clean_source(source, set(attributes)),
+                    {name: workspace for name, (workspace, _) in attributes.items()},
+                    sorted(name for name, (_, uses_dsp) in attributes.items() if uses_dsp))
