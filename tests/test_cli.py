@@ -45,7 +45,7 @@ def test_run_on_a_directory_that_was_not_compiled(tmp_path):
 @pytest.mark.slow
 def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(tmp_path):
     from tvm_tinyseg.boards import qemu_cortex_m as qemu
-    from tvm_tinyseg.demo import BOARD_RAM
+    from tvm_tinyseg.demo import BOARD_ROWS
 
     proc = run_tinyseg("demo", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -59,11 +59,13 @@ def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(
     if not qemu.available():
         assert "QEMU board: skipped" in proc.stdout
         return
-    board = {line[:20].strip(): line[20:] for line in board_part.strip().splitlines()[2:]}
-    assert re.search(r"does not link: region `RAM' overflowed by \d+ bytes", board["without TinySeg"])
-    for storage in ("mmap", "file", "uart"):  # the firmware fits the board, moves bytes, matches TFLM
-        ram, instructions, moved, verdict = board[f"TinySeg, {storage}"].split()
-        assert int(ram) <= BOARD_RAM and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
+    lines = board_part.strip().splitlines()[2:]
+    assert re.search(r"does not link: region `RAM' overflowed by \d+ bytes", lines[0])
+    rows = {(line[:20].strip(), int(line[20:].split()[0])): line[20:].split()[1:] for line in lines[1:]}
+    assert len(rows) == len(BOARD_ROWS) == 4 and (("TinySeg, mmap", 64) in rows)
+    for (label, kib), (ram, instructions, moved, verdict) in rows.items():  # fits, moves bytes, matches TFLM
+        assert int(ram) <= kib * 1024 and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
+
 
 def test_analyze_prints_the_peak_step_and_plots_the_arena(tmp_path):
     from tvm_tinyseg.driver import compile_model

@@ -25,6 +25,12 @@ BUILDS = (  # label, compile_model options
 
 
 BOARD_RAM = 128 * 1024  # the QEMU board's RAM: .data, .bss (the arena) and the stack
+BOARD_ROWS = (  # storage, the board's RAM: each storage kind on BOARD_RAM, then the smallest board
+    ("mmap", BOARD_RAM),
+    ("file", BOARD_RAM),
+    ("uart", BOARD_RAM),
+    ("mmap", 64 * 1024),
+)
 
 
 def demo(output: str, progress=_silent) -> bool:
@@ -32,7 +38,8 @@ def demo(output: str, progress=_silent) -> bool:
     alone, then spilling to block and to memory-mapped storage at the smallest feasible arena), each
     run on the host and checked against TFLite Micro, whose own arena is measured beside; then, when
     QEMU is installed, the same on a Cortex-M7 board with BOARD_RAM bytes of RAM, where the
-    build without TinySeg does not link and the TinySeg builds (each storage kind) run. Writes
+    build without TinySeg does not link and the TinySeg builds (each storage kind) run, and on one
+    with half of that. Writes
     every build under ``output``; returns whether every output matched TFLite Micro's."""
     model = model_path("tinyunet_80x120.tflite")
     x = np.random.default_rng(0).integers(-128, 128, size=(1, 80, 120, 3), dtype=np.int8)
@@ -69,30 +76,30 @@ def demo(output: str, progress=_silent) -> bool:
 
 def _demo_board(output: str, model: str, x, verdict, progress) -> bool:
     """The demo on QEMU: without TinySeg the firmware overflows the board's RAM at link time; with
-    TinySeg it links, runs on each storage kind and matches TFLite Micro."""
-    board = BOARD_RAM
-    arena_budget = boards.arena_budget(qemu.NAME, board)
-    print(f"\nQEMU mps2-an500 (Cortex-M7) with {board // 1024} KiB of RAM for .data, .bss and the stack:")
-    print(f"{'build':<20} {'static RAM B':>12} {'instructions':>14} {'moved B':>9}  output vs TFLite Micro")
+    TinySeg it links, runs on each storage kind and matches TFLite Micro (BOARD_ROWS)."""
+    print("\nQEMU mps2-an500 (Cortex-M7), RAM for .data, .bss and the stack:")
+    print(f"{'build':<20} {'RAM KiB':>7} {'static RAM B':>12} {'instructions':>14} {'moved B':>9}  "
+          "output vs TFLite Micro")
     plain = os.path.join(output, "board_without_tinyseg")
     progress(f"compiling without TinySeg → {plain}")
     compile_model(model, plain, tinyseg=False)
     try:
-        qemu.build(plain, ram_budget=board)
-        print(f"{'without TinySeg':<20} links — the board is not small enough to show anything")
+        qemu.build(plain, ram_budget=BOARD_RAM)
+        print(f"{'without TinySeg':<20} {BOARD_RAM // 1024:>7} links — the board is not small enough to show anything")
         return False
     except TinySegError as err:
-        print(f"{'without TinySeg':<20} does not link: {str(err).split(': ', 2)[-1]}")
+        print(f"{'without TinySeg':<20} {BOARD_RAM // 1024:>7} does not link: {str(err).split(': ', 2)[-1]}")
     agree = True
-    for storage in ("mmap", "file", "uart"):
-        out_dir = os.path.join(output, f"board_tinyseg_{storage}")
+    for storage, board in BOARD_ROWS:
+        arena_budget = boards.arena_budget(qemu.NAME, board)
+        out_dir = os.path.join(output, f"board_{board // 1024}k_tinyseg_{storage}")
         progress(f"compiling with TinySeg, {storage} storage, arena budget {arena_budget} B → {out_dir}")
         report = compile_model(model, out_dir, ram_budget=arena_budget, storage=storage).memory_report
         stats = {}
-        progress(f"building and running the firmware under QEMU ({storage})")
+        progress(f"building and running the firmware under QEMU ({storage}, {board // 1024} KiB)")
         y = qemu.run(out_dir, x, qemu.build(out_dir, ram_budget=board), stats)
         text, same = verdict(y)
         agree = agree and same
-        print(f"{'TinySeg, ' + storage:<20} {stats['static_ram_bytes']:>12} {stats['instructions']:>14} "
-              f"{report['moved_bytes']:>9}  {text}")
+        print(f"{'TinySeg, ' + storage:<20} {board // 1024:>7} {stats['static_ram_bytes']:>12} "
+              f"{stats['instructions']:>14} {report['moved_bytes']:>9}  {text}")
     return agree
