@@ -20,7 +20,7 @@ from tvm_tinyseg.frontend import load_model
 WORKER = os.path.join(os.path.dirname(__file__), "model_fuzz.py")
 ZOO = zoo_files(MODELS)
 WORKER_SEEDS = (0, 1)
-CASES_PER_WORKER = 520
+CASES_PER_WORKER = 200  # longer runs: python tests/model_fuzz.py SEED COUNT DIR
 WORKER_TIMEOUT_S = 600
 # Deterministic (the same cases in every run and in CI), 60 cases per in-process test.
 # Seeds of Python's generator: hypothesis' own random draws lean to small values (positions near 0).
@@ -104,7 +104,7 @@ def _start_worker(seed, count, work_dir):
 
 
 @pytest.mark.slow
-def test_a_thousand_mutations_in_separate_processes(tmp_path):
+def test_hundreds_of_mutations_in_separate_processes(tmp_path):
     """A parser segfault or hang must fail the test too: the workers run in their own processes
     (two, so a machine with two free cores takes half the time)."""
     workers = {seed: _start_worker(seed, CASES_PER_WORKER, str(tmp_path / f"w{seed}")) for seed in WORKER_SEEDS}
@@ -123,6 +123,6 @@ def test_a_thousand_mutations_in_separate_processes(tmp_path):
     bad = [line for line in lines if line.startswith("bad ")]
     assert not bad, f"{len(bad)} cases failed badly, e.g. {bad[:3]} (files kept under {tmp_path})"
     outcomes = {kind: sum(line.startswith(kind + " ") for line in lines) for kind in ("case", "ok", "error")}
-    assert outcomes["case"] == len(WORKER_SEEDS) * CASES_PER_WORKER == outcomes["ok"] + outcomes["error"] >= 1000
+    assert outcomes["case"] == len(WORKER_SEEDS) * CASES_PER_WORKER == outcomes["ok"] + outcomes["error"] >= 400
     # The mutations must reach past the header checks into the parsers and TVM's frontends.
     assert outcomes["ok"] >= outcomes["case"] // 20 and outcomes["error"] >= outcomes["case"] // 2
