@@ -246,6 +246,16 @@ def bad_resize_mode_onnx(tmp_path):
     return _onnx_model(tmp_path / "bad_resize.onnx", [node], [scales])
 
 
+@pytest.fixture
+def short_initializer_onnx(tmp_path):
+    """Found by tests/fuzz_differential.py: an initializer's dims edited to hold fewer values than
+    its data gave numpy's reshape error as an internal error."""
+    w = onnx.numpy_helper.from_array(np.zeros((3, 3, 3, 3), np.float32), "w")
+    w.dims[-1] = 2
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv0")
+    return _onnx_model(tmp_path / "short_initializer.onnx", [node], [w], y_shape=(1, 3, 6, 7))
+
+
 @pytest.mark.parametrize("fixture, error, words", [
     ("truncated_tflite", ModelFileError, "malformed TFLite"),
     ("random_tflite", ModelFileError, "malformed TFLite"),
@@ -272,6 +282,7 @@ def bad_resize_mode_onnx(tmp_path):
     ("wide_window_tflite", UnsupportedModelError,
      "MAX_POOL_2D (operator #0) needs a SAME padding of 69999 for a window of 70000; TFLite holds padding in 16 bits"),
     ("negative_pads_onnx", ModelFileError, "Attribute pads must not contain negative values"),
+    ("short_initializer_onnx", ModelFileError, "initializer 'w' does not hold its declared shape [3, 3, 3, 2]"),
     ("bad_resize_mode_onnx", ModelFileError,
      "Resize node #0 'resize0': attribute nearest_mode is 'linear'; ONNX allows ceil, floor"),
 ])

@@ -121,6 +121,17 @@ def _attribute_values(attribute):
     return []
 
 
+def _check_initializer_data(path, graph):
+    """Every initializer's data fills its declared dims exactly (onnx's checker does not look)."""
+    for init in graph.initializer:
+        try:
+            numpy_helper.to_array(init)
+        except Exception as err:  # noqa: BLE001 (numpy's reshape, a missing external file, ...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelFileError(f"{path}: initializer '{init.name}' does not hold its declared shape "
+                                 f"{list(init.dims)} ({first})") from None
+
+
 def _check_finite(path, graph, initializers):
     """NaN or infinity in a float initializer or attribute (a Constant's value, an epsilon, an
     alpha), and a batch normalization whose variance + epsilon is not positive, make onnxruntime
@@ -164,6 +175,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
     graph = model.graph
     _check_string_attributes(path, graph)
     initializers = {i.name: i for i in graph.initializer}
+    _check_initializer_data(path, graph)
     _check_finite(path, graph, initializers)
     _check_clip_bounds(path, graph, initializers)
     inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
