@@ -286,8 +286,12 @@ class ConverterFixes(tflite_frontend.OperatorConverter):
                 check(self.get_output_tensors(op)[0], list(folded.shape))
                 self.folded[self.get_output_tensors(op)[0].tensor_idx] = folded
                 return None
-            out = convert(op=op)
             outputs = self.get_output_tensors(op)
+            if name == "TRANSPOSE_CONV":  # TFLite's output has the shape its first input holds
+                requested = self._constant_value(self.get_input_tensors(op)[0])
+                if requested is not None:
+                    check(outputs[0], [int(v) for v in np.asarray(requested).reshape(-1)])
+            out = convert(op=op)
             if out is None or isinstance(out, relax.Tuple) or len(outputs) != 1 \
                     or op._tab.Pos in self.dilated and name != "BATCH_TO_SPACE_ND":
                 return out  # inside a dilated conv, shapes are the fused conv's until BATCH_TO_SPACE_ND
