@@ -124,6 +124,14 @@ MAX_PADDING = 32767
 _SAME = 0  # tflite.Padding.SAME
 
 
+def _check_first_inputs(path, subgraph, ops):
+    """Every op reads a tensor first: TFLite marks only later, optional inputs as omitted (-1)."""
+    for i, op_name in enumerate(ops):
+        op = subgraph.Operators(i)
+        if op.InputsLength() and op.Inputs(0) < 0:
+            raise ModelFileError(f"{path}: {op_name} (operator #{i}) has its first input omitted (-1)")
+
+
 def _check_padding(path, subgraph, ops):
     for i, op_name in enumerate(ops):
         table = _WINDOW_OPTIONS.get(op_name)
@@ -270,6 +278,7 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     ops = _op_names(model, subgraph)
     inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
+    _check_first_inputs(path, subgraph, ops)
     _check_quantization(path, subgraph, ops)
     _check_padding(path, subgraph, ops)
     check_spatial_ops(path, subgraph, ops)
