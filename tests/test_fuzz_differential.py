@@ -97,13 +97,14 @@ def test_clip_with_min_above_max_is_refused(tmp_path):
     assert "Clip node #4 'relu6': min 7.0 is above max 6.0" in message
 
 
-@pytest.mark.parametrize("seed, case", [(14, 33), (14, 87), (14, 1236)],
-                         ids=["onnx_initializer_dims", "tconv_output_shape", "omitted_first_input"])
+@pytest.mark.parametrize("seed, case", [(14, 33), (14, 87), (14, 1236), (14, 1488)],
+                         ids=["onnx_initializer_dims", "tconv_output_shape", "omitted_first_input", "conv_5_inputs"])
 def test_cases_the_long_run_found(seed, case):
     """Found by the 2000-case run of seed 14: an ONNX initializer whose dims no longer match its
     data (numpy's reshape error was an internal error), and a TRANSPOSE_CONV whose output_shape
     constant asks for batch 3 where its output is declared batch 1 (LiteRT refuses; it was
-    accepted with the declared shape), and a CONV_2D whose first input is marked omitted (-1; the
-    flatbuffers package's TypeError was an internal error)."""
+    accepted with the declared shape), a CONV_2D whose first input is marked omitted (-1; the
+    flatbuffers package's TypeError was an internal error), and a CONV_2D with 5 inputs (TFLite
+    Micro refuses; it was accepted)."""
     result = fuzz.run_case(seed, case)
     assert result["class"] in fuzz.OK_CLASSES, result

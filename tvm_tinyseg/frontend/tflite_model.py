@@ -124,12 +124,20 @@ MAX_PADDING = 32767
 _SAME = 0  # tflite.Padding.SAME
 
 
-def _check_first_inputs(path, subgraph, ops):
-    """Every op reads a tensor first: TFLite marks only later, optional inputs as omitted (-1)."""
+# Input counts TFLite Micro's kernels accept (conv_common.cc, depthwise_conv_common.cc, transpose_conv.cc)
+INPUT_COUNTS = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "TRANSPOSE_CONV": (3, 4)}
+
+
+def _check_inputs(path, subgraph, ops):
+    """Every op reads a tensor first (TFLite marks only later, optional inputs as omitted, -1), and
+    the convolutions take as many inputs as TFLite Micro's kernels accept."""
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
         if op.InputsLength() and op.Inputs(0) < 0:
             raise ModelFileError(f"{path}: {op_name} (operator #{i}) has its first input omitted (-1)")
+        if op.InputsLength() not in INPUT_COUNTS.get(op_name, (op.InputsLength(),)):
+            raise ModelFileError(f"{path}: {op_name} (operator #{i}) has {op.InputsLength()} inputs; TFLite "
+                                 f"takes {' or '.join(map(str, INPUT_COUNTS[op_name]))}")
 
 
 def _check_padding(path, subgraph, ops):
@@ -278,7 +286,7 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     ops = _op_names(model, subgraph)
     inputs = [_tensor_info(subgraph, i) for i in subgraph.InputsAsNumpy()]
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
-    _check_first_inputs(path, subgraph, ops)
+    _check_inputs(path, subgraph, ops)
     _check_quantization(path, subgraph, ops)
     _check_padding(path, subgraph, ops)
     check_spatial_ops(path, subgraph, ops)
