@@ -28,7 +28,6 @@ def structural_memo(size: int = 4096):
                 cache.popitem(last=False)
             return result
 
-        memo.cache_clear = cache.clear
         return memo
 
     return wrap

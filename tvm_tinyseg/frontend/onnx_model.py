@@ -121,32 +121,38 @@ def _attribute_values(attribute):
     return []
 
 
-def _check_initializer_data(path, graph):
-    """Every initializer's data fills its declared dims exactly (onnx's checker does not look)."""
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _initializer_arrays(path, graph) -> dict:
+    """Name → value of every initializer, each of whose data must fill its declared dims exactly
+    (onnx's checker does not look)."""
+    arrays = {}
     for init in graph.initializer:
         try:
-            numpy_helper.to_array(init)
+            arrays[init.name] = numpy_helper.to_array(init)
         except Exception as err:  # noqa: BLE001 (numpy's reshape, a missing external file, ...)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelFileError(f"{path}: initializer '{init.name}' does not hold its declared shape "
-                                 f"{list(init.dims)} ({first})") from None
+                                 f"{list(init.dims)} ({_first_line(err)})") from None
+    return arrays
 
 
-def _check_finite(path, graph, initializers):
+def _check_finite(path, graph, arrays):
     """NaN or infinity in a float initializer or attribute (a Constant's value, an epsilon, an
     alpha), and a batch normalization whose variance + epsilon is not positive, make onnxruntime
     compute NaN or infinity: refused with the tensor's or node's name."""
     for init in graph.initializer:
-        if init.data_type in _FLOAT_TYPES and (problem := _non_finite(numpy_helper.to_array(init))):
+        if init.data_type in _FLOAT_TYPES and (problem := _non_finite(arrays[init.name])):
             raise ModelFileError(f"{path}: initializer '{init.name}' holds {problem}")
     for i, node in enumerate(graph.node):
         for attribute in node.attribute:
             if problem := _non_finite(_attribute_values(attribute)):
                 raise ModelFileError(f"{path}: {node.op_type} node #{i} '{node.name}' attribute "
                                      f"'{attribute.name}' holds {problem}")
-        if node.op_type == "BatchNormalization" and len(node.input) > 4 and node.input[4] in initializers:
+        if node.op_type == "BatchNormalization" and len(node.input) > 4 and node.input[4] in arrays:
             epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-            variance = numpy_helper.to_array(initializers[node.input[4]]).astype(np.float32)
+            variance = arrays[node.input[4]].astype(np.float32)
             denominator = variance + np.float32(epsilon)
             if np.any(denominator <= 0):
                 channel = int(np.argmax(denominator.reshape(-1) <= 0))
@@ -165,7 +171,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
         # attributes no op accepts (negative pads, a kernel larger than its padded input, ...)
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _first_line(err)
         raise ModelFileError(f"{path}: malformed ONNX model ({first})") from None
     if is_qoperator(model):
         try:
@@ -175,8 +181,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
     graph = model.graph
     _check_string_attributes(path, graph)
     initializers = {i.name: i for i in graph.initializer}
-    _check_initializer_data(path, graph)
-    _check_finite(path, graph, initializers)
+    _check_finite(path, graph, _initializer_arrays(path, graph))
     _check_clip_bounds(path, graph, initializers)
     inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
     input_shapes_.check_known(path, input_shapes, [t.name for t in inputs])
@@ -196,7 +201,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
             mod = from_onnx(model, shape_dict={t.name: t.shape for t in inputs}, opset=opset,
                             keep_params_in_input=False)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _first_line(err)
         raise UnsupportedModelError(f"{path}: TVM's ONNX frontend could not import the model: {first}") from None
     if quantized:  # lowered with ONNX's requantization, not TFLite's (passes/lower_onnx_qdq.py)
         mod["main"] = mod["main"].with_attr(QARITH_ATTR, "onnx")
