@@ -557,7 +557,7 @@ def run_case(seed: int, index: int, keep_dir: str = None, report=lambda phase: N
 # Workers and the run
 
 
-def worker_main(seed: int) -> None:
+def worker_main(seed: int, keep_dir: str = None) -> None:
     """Read case indices from stdin, write one JSON line per phase and per result to stdout."""
     out = sys.stdout
     sys.stdout = io.StringIO()  # TVM and the references print; keep the protocol clean
@@ -570,7 +570,8 @@ def worker_main(seed: int) -> None:
         index, *flags = line.split()
         index = int(index)
         try:
-            result = run_case(seed, index, report=lambda phase: emit({"index": index, "phase": phase}),
+            result = run_case(seed, index, keep_dir=keep_dir,
+                              report=lambda phase: emit({"index": index, "phase": phase}),
                               reference_crashed="reference-crashed" in flags)
         except Exception:  # noqa: BLE001 (a bug of this harness: reported, not hidden)
             result = {"index": index, "base": "?", "kind": "?", "class": "internal-error",
@@ -580,8 +581,10 @@ def worker_main(seed: int) -> None:
 
 
 class _Worker:
-    def __init__(self, seed):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(seed)],
+    def __init__(self, seed, keep_dir=None):
+        keep = ["--keep", os.path.abspath(keep_dir)] if keep_dir else []
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(seed),
+                                      *keep],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, cwd=TESTS_DIR)
         self.lines = queue.Queue()
@@ -611,11 +614,12 @@ def _describe(seed, index):
 class _Results(list):
     """Results as they arrive, each also written to a log (a JSON line, flushed) when given one."""
 
-    def __init__(self, log=None):
+    def __init__(self, seed, log=None):
         super().__init__()
-        self.log, self.lock = log, threading.Lock()
+        self.seed, self.log, self.lock = seed, log, threading.Lock()
 
     def append(self, record):
+        record = {"seed": self.seed, **record}
         with self.lock:
             super().append(record)
             if self.log:
@@ -640,7 +644,7 @@ def _await(worker, timeout):
         return record, phase, "done"
 
 
-def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: float):
+def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: float, keep_dir=None):
     """One worker thread: run cases from ``todo`` in a worker process, replacing it when it dies,
     hangs or has run CASES_PER_WORKER cases; no case is started after ``stop_at`` (monotonic)."""
     worker = None
@@ -655,7 +659,7 @@ def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: floa
                 worker = None
             flags = ""
             while True:  # once more, without the reference, if the reference killed the worker
-                worker = worker or _Worker(seed)
+                worker = worker or _Worker(seed, keep_dir)
                 worker.proc.stdin.write(f"{index}{flags}\n")
                 worker.proc.stdin.flush()
                 record, phase, outcome = _await(worker, timeout)
@@ -679,16 +683,17 @@ def _serve(seed, todo: queue.Queue, results: list, timeout: float, stop_at: floa
 
 
 def run_cases(seed: int, indices, jobs: int = 1, timeout: float = CASE_TIMEOUT_S, progress=None, log=None,
-              time_limit: float = None) -> list:
+              time_limit: float = None, keep_dir: str = None) -> list:
     """Run cases (seed, i) for i in ``indices`` in ``jobs`` worker processes; results by index
     (also written to ``log``, a text file, as they come). After ``time_limit`` seconds no case is
-    started: the results are those finished."""
+    started: the results are those finished. ``keep_dir``: where one case keeps its files."""
     todo = queue.Queue()
     for i in indices:
         todo.put(i)
-    results = _Results(log)
+    results = _Results(seed, log)
     stop_at = time.monotonic() + (time_limit if time_limit is not None else float("inf"))
-    threads = [threading.Thread(target=_serve, args=(seed, todo, results, timeout, stop_at)) for _ in range(jobs)]
+    threads = [threading.Thread(target=_serve, args=(seed, todo, results, timeout, stop_at, keep_dir))
+               for _ in range(jobs)]
     for t in threads:
         t.start()
     if progress:
@@ -727,10 +732,10 @@ def main(argv=None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker_main(args.seed)
+        worker_main(args.seed, args.keep)
         return 0
-    if args.case is not None:
-        print(json.dumps(run_case(args.seed, args.case, keep_dir=args.keep)))
+    if args.case is not None:  # in a worker, like every case: a reference that aborts counts as refusing
+        print(json.dumps(run_cases(args.seed, [args.case], keep_dir=args.keep)[0]))
         return 0
     start = time.monotonic()
     if args.summarize:
@@ -744,8 +749,9 @@ def main(argv=None) -> int:
         print(file=sys.stderr)
     failures = [r for r in results if r["class"] in FAILURE_CLASSES]
     for r in failures:
-        print(f"FAIL {r['class']}: seed {args.seed} case {r['index']} ({r['base']}, {r['kind']}): {r['detail']}"
-              f"  [rerun: python tests/fuzz_differential.py --seed {args.seed} --case {r['index']}]")
+        seed = r.get("seed", args.seed)
+        print(f"FAIL {r['class']}: seed {seed} case {r['index']} ({r['base']}, {r['kind']}): {r['detail']}"
+              f"  [rerun: python tests/fuzz_differential.py --seed {seed} --case {r['index']}]")
     print(summary(results))
     print(f"{len(results)} cases, {len(failures)} failures, {time.monotonic() - start:.0f} s")
     return 1 if failures else 0

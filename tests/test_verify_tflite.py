@@ -359,6 +359,42 @@ def test_scales_without_zero_points_are_refused(tmp_path):
         load_model(path)
 
 
+def _binary_model(path, op, x_scale, y_scale, softmax=False):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3], np.int8, quant=(x_scale, 0))
+    if softmax:
+        y = b.tensor("y", [1, 4, 4, 3], np.int8, quant=(1 / 256, -128))
+        b.op("SOFTMAX", [x], [y], options=("SoftmaxOptions", {"beta": 1.0}))
+    else:
+        y = b.tensor("y", [1, 4, 4, 3], np.int8, quant=(y_scale, 0))
+        b.op(op, [x, x], [y], options=(f"{op.title()}Options", {}))
+    b.save(path, inputs=[x], outputs=[y])
+    return str(path)
+
+
+# (op, input scale, output scale): ADD/SUB's output rescaling is 2 * input scale / (2^20 * output
+# scale), which TFLite Micro requires below 1 (exactly 1 aborts too); SOFTMAX's input scale times
+# 2^26 must exceed 1.
+RESCALINGS = [("ADD", 0.05, 0.05), ("ADD", 2.0**-10, 2.0**-29), ("ADD", 1e30, 0.06), ("SUB", 0.05, 0.05),
+              ("SUB", 2.0**-10, 2.0**-29), ("SUB", 3e38, 0.05), ("SOFTMAX", 0.05, None), ("SOFTMAX", 2.0**-26, None),
+              ("SOFTMAX", 1e-9, None)]
+
+
+def test_rescalings_tflite_micro_aborts_on_are_refused(tmp_path):
+    """Fuzzer seed 14 case 921 (an input scale of 1e30 before an ADD): TFLite Micro's Prepare
+    aborts on rescalings outside the range its kernels assume; exactly those models are refused."""
+    paths = [_binary_model(tmp_path / f"{i}.tflite", op, x, y, softmax=op == "SOFTMAX")
+             for i, (op, x, y) in enumerate(RESCALINGS)]
+    decisions = [d["tflm"] == "ok" for d in reference_decisions(paths)]
+    assert decisions.count(True) == 3 and decisions.count(False) == 6  # both sides of each limit
+    for path, (op, _, _), tflm_runs in zip(paths, RESCALINGS, decisions):
+        if tflm_runs:
+            load_model(path)
+        else:
+            with pytest.raises(UnsupportedModelError, match=rf"{op} \(operator #0\) .*TFLite Micro aborts on it"):
+                load_model(path)
+
+
 def test_the_in_range_pool_model_loads(tmp_path):
     """The model the quantization cases edit is fine as it stands: the refusals are the edits'."""
     assert load_model(_pool_model(tmp_path / "m.tflite")).ops == ["MAX_POOL_2D"]

@@ -13,6 +13,7 @@ from tvm_tinyseg.passes.tile_to_resize import TileToNearestResize
 from . import input_shapes as input_shapes_
 from .model import ImportedModel, TensorInfo
 from .tflite_converter import ConverterFixes, ConverterMismatch, builtin_code
+from .tflite_multipliers import check_multipliers
 from .tflite_spatial import QUANTIZED_DATA_MOVEMENT, SPATIAL_INT8_OPS, SpatialOpsConverter, check_spatial_ops
 from .tflite_verify import verify_tflite
 
@@ -288,6 +289,7 @@ def load_tflite(path: str, input_shapes: dict = None) -> ImportedModel:
     outputs = [_tensor_info(subgraph, i) for i in subgraph.OutputsAsNumpy()]
     _check_inputs(path, subgraph, ops)
     _check_quantization(path, subgraph, ops)
+    check_multipliers(path, subgraph, ops)
     _check_padding(path, subgraph, ops)
     check_spatial_ops(path, subgraph, ops)
     _check_ops_supported(path, model, subgraph, ops, _converter_ops(model, subgraph))
