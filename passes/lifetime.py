@@ -3,8 +3,10 @@
 The memory model shared by the planner, the C emitter and the reports: which kernel runs at each
 step, which tensors it reads and writes, and for every tensor its producer, consumers and bytes.
 Like TFLite Micro, the model's input and output are tensors of the arena too (live from the first
-step, and until the last step). Views (``R.reshape`` after RewriteDataflowReshape, plain aliases) share the storage of
-the tensor they view, so their uses extend that tensor's lifetime.
+step, and until the last step) — unless ``main`` carries EXTERNAL_IO_ATTR: then they stay in the
+caller's buffers (a camera frame in PSRAM), which the kernels read and write in place. Views
+(``R.reshape`` after RewriteDataflowReshape, plain aliases) share the storage of the tensor they
+view, so their uses extend that tensor's lifetime.
 
 Expected form: a dataflow ``main`` after LegalizeOps/FuseTIR, i.e. bindings of
 ``R.call_tir(kernel, args, out_ty)``, ``R.reshape(x, shape)`` and aliases; a model with several
@@ -21,6 +23,7 @@ from tvm_tinyseg.errors import UnsupportedModelError
 FUNCTION_INPUT = -1  # producer index of a function parameter
 STORAGE_OP_ATTR = "tinyseg.storage_op"  # PrimFunc attribute of the copies InsertSpillFetch adds
 OUTPUT_IN_STORAGE_ATTR = "tinyseg.output_in_storage"  # a kernel writing its output to storage (spill_at_production.py)
+EXTERNAL_IO_ATTR = "tinyseg.external_io"  # main's attribute: the model's inputs and outputs are not in the arena
 
 
 def tensor_bytes(ty: relax.TensorType) -> int:
@@ -42,6 +45,7 @@ class Tensor:
     is_output: bool = False
     end_of_run: int = 0  # the last step; the output must survive until then
     in_storage: bool = False  # a spilled copy: lives in the storage pool, not in RAM
+    external: bool = False  # a model input or output in the caller's buffer (EXTERNAL_IO_ATTR), not in the arena
 
     @property
     def first(self) -> int:
@@ -96,7 +100,8 @@ class LifetimeTable:
             self.outputs = [self.output]
 
     def ram_tensors(self):
-        return [t for t in self.tensors.values() if not t.in_storage]
+        """The tensors of the arena: neither stored copies nor the caller's input/output buffers."""
+        return [t for t in self.tensors.values() if not (t.in_storage or t.external)]
 
     def storage_tensors(self):
         return [t for t in self.tensors.values() if t.in_storage]
@@ -174,11 +179,12 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
         used_names.add(name)
         return name
 
+    external = bool(func.attrs is not None and EXTERNAL_IO_ATTR in func.attrs and func.attrs[EXTERNAL_IO_ATTR])
     inputs = []
     for param in func.params:
         name = new_name(param)
         tensors[name] = Tensor(name, tuple(int(s) for s in param.ty.shape.values), str(param.ty.dtype),
-                               tensor_bytes(param.ty), FUNCTION_INPUT, is_input=True)
+                               tensor_bytes(param.ty), FUNCTION_INPUT, is_input=True, external=external)
         storage_of[param] = name
         inputs.append(name)
 
@@ -237,5 +243,6 @@ def analyze_lifetimes(func: relax.Function, mod: tvm.IRModule = None) -> Lifetim
             raise UnsupportedModelError(f"output '{name}' is a model input or another output; "
                                         "every output must be a tensor of its own")
         tensors[name].is_output = True
+        tensors[name].external = external
         tensors[name].end_of_run = max(len(steps) - 1, 0)
     return LifetimeTable(steps, tensors, constants, inputs, outputs[0], outputs)

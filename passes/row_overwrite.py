@@ -138,7 +138,8 @@ def find_overwrites(mod: tvm.IRModule, table: LifetimeTable) -> list:
             continue
         for position, name in enumerate(step.args):
             tensor = table.tensors.get(name) if isinstance(name, str) else None
-            if (tensor is None or tensor.in_storage or tensor.is_output or tensor.last != step.index
+            if (tensor is None or tensor.in_storage or tensor.is_output or tensor.external
+                    or table.tensors[step.output].external or tensor.last != step.index
                     or step.args.count(name) > 1):
                 continue
             lead = row_overwrite_lead(mod[step.kernel], position, len(step.args))

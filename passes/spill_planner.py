@@ -81,7 +81,7 @@ def ram_buffers(table: LifetimeTable, spills, reads_in_place: bool, extra=(), ov
     ``overwrites`` (passes/row_overwrite.py) hold where the input still dies at its overwriter."""
     spilled = {s.tensor: s for s in spills}
     buffers = list(extra)
-    for tensor in table.tensors.values():
+    for tensor in table.ram_tensors():
         spill = spilled.get(tensor.name)
         if spill is None:
             buffers.append(Buffer(tensor.name, tensor.nbytes, tensor.first, tensor.last))

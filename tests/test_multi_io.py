@@ -18,8 +18,9 @@ def model(tmp_path_factory):
     return two_io_model(tmp_path_factory.mktemp("multi_io") / "two_io.tflite")
 
 
-@pytest.mark.parametrize("options", [dict(tinyseg=False), dict(ram_budget=-1, storage="file")],
-                         ids=["no_tinyseg", "tinyseg_min_file"])
+@pytest.mark.parametrize("options", [dict(tinyseg=False), dict(ram_budget=-1, storage="file"),
+                                     dict(ram_budget=-1, storage="mmap", io_in_arena=False)],
+                         ids=["no_tinyseg", "tinyseg_min_file", "tinyseg_min_io_outside_arena"])
 def test_two_inputs_two_outputs_bit_exact_with_tflm(model, options, tmp_path):
     result = compile_model(model, str(tmp_path), **options)
     spec = json.load(open(tmp_path / "io.json"))

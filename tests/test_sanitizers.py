@@ -2,11 +2,13 @@
 (-DTINYSEG_DEBUG_CANARIES, test_canaries.py: guard bytes around the arena and checksums of the
 buffers live across each step), for every zoo model, without spilling and at the smallest arena
 with spilled tensors in memory-mapped storage, and in file storage for the small and the paper's
-model (the file backend's code does not change with the model); under valgrind's memcheck for
-those two (valgrind finds what ASan misses in the runner and the storage code; its 20-50x slowdown
-on the large models cost minutes of suite time). Each checked run must succeed and give exactly the
-output of the plain -O2 build (which test_zoo_exact/test_spill compare with TFLite Micro /
-onnxruntime). One build checks both: sanitizers and canaries once cost two builds per case."""
+model (the file backend's code does not change with the model), and with the input and output
+outside the arena (in the runner's own buffers) for the small and the authentic TinyUNet; under
+valgrind's memcheck for the small and the paper's model (valgrind finds what ASan misses in the
+runner and the storage code; its 20-50x slowdown on the large models cost minutes of suite time).
+Each checked run must succeed and give exactly the output of the plain -O2 build (which
+test_zoo_exact/test_spill compare with TFLite Micro / onnxruntime). One build checks both:
+sanitizers and canaries once cost two builds per case."""
 import os
 import shutil
 
@@ -23,9 +25,11 @@ CONFIGS = {
     "no_spill": {},
     "spill_mmap": {"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap"},
     "spill_file": {"ram_budget": SMALLEST_FEASIBLE, "storage": "file"},
+    "io_outside_arena": {"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap", "io_in_arena": False},
 }
 QUICK = ("tinyunet_32x32_c1.tflite",)  # the rest take minutes: marked slow
 UNDER_VALGRIND = QUICK + ("tinyunet_80x120.tflite",)
+IO_OUTSIDE_ARENA = QUICK + ("tinyunet_authentic_80x120.tflite",)  # the caller's buffers, read and written in place
 MODELS = zoo(lambda f: f.endswith((".tflite", ".onnx")))
 CANARY_FLAGS = ["-DTINYSEG_DEBUG_CANARIES"]
 
@@ -34,7 +38,8 @@ def _cases():
     return [pytest.param(model, config, id=f"{os.path.basename(model)}-{config}",
                          marks=[] if os.path.basename(model) in QUICK else [pytest.mark.slow])
             for model in MODELS for config in CONFIGS
-            if config != "spill_file" or os.path.basename(model) in UNDER_VALGRIND]
+            if (config != "spill_file" or os.path.basename(model) in UNDER_VALGRIND)
+            and (config != "io_outside_arena" or os.path.basename(model) in IO_OUTSIDE_ARENA)]
 
 
 @pytest.fixture(autouse=True)

@@ -115,6 +115,7 @@ _FLAG_OF_KEY = {
     "tinyseg.storage": ("--storage", lambda a: a.storage),
     "tinyseg.fuse_fetch": ("--no-fuse-fetch", lambda a: False if a.no_fuse_fetch else None),
     "tinyseg.integrity": ("--no-integrity", lambda a: False if a.no_integrity else None),
+    "tinyseg.io_in_arena": ("--io-outside-arena", lambda a: False if a.io_outside_arena else None),
 }
 
 
@@ -158,7 +159,8 @@ def cmd_compile(args) -> int:
                                    storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
                                    mcpu=args.mcpu, module_name=args.module_name,
                                    input_shapes=dict(args.input_shape or []), check_c=not args.no_check_c,
-                                   integrity=False if args.no_integrity else None)
+                                   integrity=False if args.no_integrity else None,
+                                   io_in_arena=False if args.io_outside_arena else None)
         result.write(staging)
         if export:
             export(staging, board_budget)
@@ -181,7 +183,8 @@ def cmd_analyze(args) -> int:
     _progress(f"analyzing {args.model}")
     result = compile_model(args.model, tinyseg=not args.no_tinyseg, ram_budget=args.ram_budget,
                            storage=args.storage, fuse_fetch=False if args.no_fuse_fetch else None,
-                           input_shapes=dict(args.input_shape or []), integrity=False if args.no_integrity else None)
+                           input_shapes=dict(args.input_shape or []), integrity=False if args.no_integrity else None,
+                           io_in_arena=False if args.io_outside_arena else None)
     print(format_analysis(result.table, result.plan, result.memory.chains))
     print(format_integrity(result.memory_report))
     if args.plot:
@@ -364,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not parse the generated C with the host compiler (cc -fsyntax-only) before writing it")
     p.add_argument("--no-integrity", action="store_true",
                    help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
+    p.add_argument("--io-outside-arena", action="store_true",
+                   help="keep the model's inputs and outputs in the caller's buffers (e.g. a camera frame in "
+                        "PSRAM), read and written in place: the arena holds the rest")
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")
@@ -382,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
     p.add_argument("--no-integrity", action="store_true",
                    help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
+    p.add_argument("--io-outside-arena", action="store_true",
+                   help="keep the model's inputs and outputs in the caller's buffers (e.g. a camera frame in "
+                        "PSRAM), read and written in place: the arena holds the rest")
     _add_input_shape(p)
     p.set_defaults(func=cmd_analyze)
 

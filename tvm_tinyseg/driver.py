@@ -160,6 +160,7 @@ class CompileResult:
             "storage": self.options.storage,
             "fuse_fetch": self.options.fuse_fetch,
             "arena_bytes": self.plan.size,
+            "io_in_arena": self.options.io_in_arena,  # false: inputs and outputs in the caller's buffers
             "storage_bytes": self.pool_bytes,
             "moved_bytes": self.memory.moved_bytes,
             **self.integrity,
@@ -234,7 +235,7 @@ def lower_within_budget(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPla
 def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int = None, storage: str = None,
                   fuse_fetch: bool = None, planner: str = None, mcpu: str = None,
                   module_name: str = DEFAULT_MODULE_NAME, input_shapes: dict = None,
-                  check_c: bool = True, integrity: bool = None) -> CompileResult:
+                  check_c: bool = True, integrity: bool = None, io_in_arena: bool = None) -> CompileResult:
     """Compile a .tflite/.onnx model to standalone C; write it to ``out_dir`` when given.
 
     Options not given here come from the current ``PassContext`` (``tinyseg.*`` keys), then from
@@ -245,12 +246,13 @@ def compile_model(path, out_dir=None, *, tinyseg: bool = True, ram_budget: int =
     compiler first, when there is one (codegen/check_c.py): C that does not compile is an internal error.
     ``integrity`` (default on) checks 'file' and 'uart' storage with a CRC per block
     (``tinyseg.integrity``; its RAM counts in ``ram_budget``). ``out_dir`` is replaced whole
-    (output_dir.replacing; files this tool did not write are kept)."""
+    (output_dir.replacing; files this tool did not write are kept). ``io_in_arena`` false
+    (``tinyseg.io_in_arena``) leaves the inputs and outputs in the caller's buffers, outside the arena."""
     if mcpu is not None:
         check_mcpu(mcpu)
     check_module_name(module_name)
     options = resolve_options(tinyseg, ram_budget=ram_budget, storage=storage, fuse_fetch=fuse_fetch,
-                              planner=planner, integrity=integrity)
+                              planner=planner, integrity=integrity, io_in_arena=io_in_arena)
     with timed(_log, f"import {os.path.basename(str(path))}"):
         model = load_model(path, input_shapes)
     try:

@@ -27,7 +27,7 @@ from tvm_tinyseg.pass_config import TinySegOptions
 from tvm_tinyseg.progress import Accumulated
 from tvm_tinyseg.passes.arena_planner import ArenaPlan, Buffer, peak_live_bytes, plan_arena
 from tvm_tinyseg.passes.insert_spill_fetch import InsertSpillFetch, reads_in_place
-from tvm_tinyseg.passes.lifetime import LifetimeTable, analyze_lifetimes
+from tvm_tinyseg.passes.lifetime import EXTERNAL_IO_ATTR, LifetimeTable, analyze_lifetimes
 from tvm_tinyseg.passes.mcu_schedule import MCUSchedule
 from tvm_tinyseg.passes.row_overwrite import find_overwrites, with_overwrites
 from tvm_tinyseg.passes.spill_at_production import WriteSpillsAtProduction
@@ -236,6 +236,14 @@ def _streamed(mod: tvm.IRModule, place, spills, budget: int, options: TinySegOpt
     return min(plans, key=lambda p: (p.arena.size, p.moved_bytes))  # the smallest (what a BudgetError names)
 
 
+def with_external_io(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` whose inputs and outputs stay in the caller's buffers (``tinyseg.io_in_arena`` false):
+    lifetime analysis then leaves them out of the arena (passes/lifetime.py)."""
+    functions = {gv: (f.with_attr(EXTERNAL_IO_ATTR, True) if gv.name_hint == "main" else f)
+                 for gv, f in mod.functions.items()}
+    return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
 def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
     """The memory plan of ``mod`` (one ``call_tir`` per kernel, nothing spilled yet) under
     ``options``: with TinySeg enabled and ``options.ram_budget`` set, the spill set moving the
@@ -243,6 +251,8 @@ def plan_memory(mod: tvm.IRModule, options: TinySegOptions) -> MemoryPlan:
     Raises BudgetError naming the budget and the smallest arena found when none fits. Logs the
     time of the spill search and of the placements (progress.py)."""
     search, placement = Accumulated(), Accumulated()
+    if not options.io_in_arena:
+        mod = with_external_io(mod)
 
     def place(spills) -> MemoryPlan:
         with placement:

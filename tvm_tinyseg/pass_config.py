@@ -70,6 +70,9 @@ OPTIONS = (
     Option("tinyseg.stream_rows", bool, True,
            "when spilling cannot meet the RAM budget, run chains of row-local kernels through row rings "
            "(passes/stream_row_chains.py)"),
+    Option("tinyseg.io_in_arena", bool, True,
+           "the model's inputs and outputs are arena tensors, as in TFLite Micro; false: they stay in the caller's "
+           "buffers (e.g. a camera frame in PSRAM), read and written in place, and the arena holds the rest"),
 )
 
 _TYPE_NAMES = {int: "int", bool: "bool", str: "str"}
@@ -88,6 +91,7 @@ class TinySegOptions:
     overwrite_rows: bool = True
     integrity: bool = True
     stream_rows: bool = True
+    io_in_arena: bool = True
 
 
 def _field(key: str) -> str:
