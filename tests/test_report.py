@@ -8,7 +8,7 @@ import pytest
 from conftest import MODELS
 from tvm_tinyseg.driver import compile_model
 from tvm_tinyseg.errors import TinySegError
-from tvm_tinyseg.report import format_analysis, plot_timeline
+from tvm_tinyseg.report import chain_rings, format_analysis, plot_timeline
 
 TINYUNET = os.path.join(MODELS, "tinyunet_80x120.tflite")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -65,6 +65,19 @@ def test_timeline_is_a_png_of_the_requested_figure(build, request, tmp_path):
     plot_timeline(result, result.plan, path, ram_budget=200_000)
     assert _png_size(path) == (1100, 650)
     assert path.stat().st_size > 20_000  # rectangles, labels and legend, not an empty canvas
+
+
+def test_timeline_splits_each_streamed_chain_s_workspace_into_its_rings(tinyunet, tinyunet_spilled):
+    """The smallest arena streams chains: each chain kernel's workspace holds its rings, as memory.json lists them."""
+    rings = chain_rings(tinyunet_spilled)
+    chains = tinyunet_spilled.memory_report["streamed_chains"]
+    assert chains and len(rings) == len(chains)
+    listed = sorted([(r["tensor"], r["rows"], r["bytes"]) for c in chains for r in c["rings"]])
+    assert sorted(ring for bands in rings.values() for ring in bands) == listed
+    workspaces = {b.name: b.nbytes for b in tinyunet_spilled.plan.buffers}
+    for name, bands in rings.items():
+        assert sum(nbytes for _, _, nbytes in bands) <= workspaces[name]
+    assert chain_rings(tinyunet) == {}  # no budget: no chains
 
 
 def test_timeline_of_a_bare_lifetime_table(tinyunet, tmp_path):

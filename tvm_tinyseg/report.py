@@ -1,7 +1,8 @@
 """Reports on a compiled model's memory: the lifetime analysis as text, the arena timeline as a PNG.
 
 The timeline draws every RAM buffer of an ``ArenaPlan`` as a rectangle [first step, last step + 1) ×
-[offset, offset + bytes); tensors spilled to storage are hatched. Plotting needs matplotlib (the
+[offset, offset + bytes); tensors spilled to storage are hatched, and the workspace of a row-streamed
+chain is split into its row rings (one band per ring, in chain order). Plotting needs matplotlib (the
 ``plot`` extra); it is imported only when a picture is drawn.
 """
 import os
@@ -10,6 +11,7 @@ from tvm_tinyseg.errors import TinySegError
 from tvm_tinyseg.passes.arena_planner import peak_live_bytes, shared_bytes
 
 INPUT_OUTPUT_COLOR = "#c8c8c8"
+RING_HATCH = ".."
 SPILL_COLOR = "crimson"
 PEAK_COLOR = "gold"
 LABEL_FONT_SIZE = 7
@@ -19,6 +21,25 @@ KIB = 1024
 def spilled_copies(table) -> dict:
     """RAM tensor name → its stored copy (a ``Tensor`` in storage), for every spill step."""
     return {step.args[0]: table.tensors[step.output] for step in table.steps if step.kind == "spill"}
+
+
+def chain_rings(result) -> dict:
+    """Workspace buffer name → the (tensor, rows, bytes) rings of the row-streamed chain whose kernel
+    owns that workspace, for a ``CompileResult`` (a bare LifetimeTable has no chains: {})."""
+    from tvm_tinyseg.codegen.emit_c import workspace_buffer
+    from tvm_tinyseg.passes.stream_row_chains import CHAIN_ATTR
+
+    memory = getattr(result, "memory", None)
+    if memory is None or not memory.chains:
+        return {}
+    by_tensors = {tuple(c.tensors): c for c in memory.chains}
+    rings = {}
+    for step in memory.table.steps:
+        attrs = memory.mod[step.kernel].attrs if step.kind == "kernel" else None
+        chain = by_tensors.get(tuple(str(t) for t in attrs[CHAIN_ATTR])) if attrs and CHAIN_ATTR in attrs else None
+        if chain is not None:
+            rings[workspace_buffer(step.index)] = list(zip(chain.tensors, chain.ring_rows, chain.ring_bytes))
+    return rings
 
 
 def format_analysis(table, plan, chains=()) -> str:
@@ -107,7 +128,7 @@ def plot_timeline(result_or_table, plan, path, title=None, ram_budget=None, y_ma
     live_ax = fig.add_subplot(grid[1], sharex=arena_ax)
     arena_ax.set_xlim(0, steps)
     arena_ax.set_ylim(0, arena_top)
-    _draw_buffers(arena_ax, table, plan)
+    _draw_buffers(arena_ax, table, plan, chain_rings(result_or_table))
     arena_ax.axhline(plan.size, color="black", linewidth=1.2, label=f"arena {plan.size:,} B ({plan.algorithm})")
     if ram_budget:
         arena_ax.axhline(ram_budget, color=SPILL_COLOR, linestyle="--", linewidth=1.2,
@@ -126,8 +147,9 @@ def plot_timeline(result_or_table, plan, path, title=None, ram_budget=None, y_ma
     fig.savefig(path, dpi=100)
 
 
-def _draw_buffers(ax, table, plan) -> None:
-    """A labelled rectangle per buffer of ``plan``; spilled tensors hatched, with an arrow to their next read."""
+def _draw_buffers(ax, table, plan, rings=None) -> None:
+    """A labelled rectangle per buffer of ``plan``; spilled tensors hatched, with an arrow to their next
+    read; a chain's workspace (``rings``: chain_rings) split into its rings."""
     from matplotlib import colormaps, patches
 
     spilled = spilled_copies(table)
@@ -149,9 +171,33 @@ def _draw_buffers(ax, table, plan) -> None:
                         xytext=(buf.last + 1, offset + buf.nbytes / 2),
                         arrowprops=dict(arrowstyle="->", color=SPILL_COLOR, linestyle="--", linewidth=1.2))
         ax.add_patch(patches.Rectangle((buf.first, offset), width, buf.nbytes, **style))
+        if buf.name in (rings or {}):
+            _draw_rings(ax, buf, offset, rings[buf.name], points_per_byte)
+            continue
         _label(ax, buf, offset, width * points_per_step, buf.nbytes * points_per_byte)
     if any(t.is_input or t.is_output for t in table.ram_tensors()):
         ax.add_patch(patches.Rectangle((0, 0), 0, 0, facecolor=INPUT_OUTPUT_COLOR, label="model input / output"))
+    if rings:
+        ax.add_patch(patches.Rectangle((0, 0), 0, 0, facecolor="white", edgecolor="black", hatch=RING_HATCH,
+                                       label="row rings of a streamed chain (a band per ring)"))
+
+
+def _draw_rings(ax, buf, offset, rings, points_per_byte) -> None:
+    """Bands for the rings of a chain's workspace, bottom up in chain order, each named (with its rows)
+    where it is tall enough; the chain's ring total above them."""
+    from matplotlib import patches
+
+    bottom = offset
+    for tensor, rows, nbytes in rings:
+        ax.add_patch(patches.Rectangle((buf.first, bottom), buf.last + 1 - buf.first, nbytes, facecolor="none",
+                                       edgecolor="black", linewidth=0.5, hatch=RING_HATCH, alpha=0.6))
+        if nbytes * points_per_byte >= LABEL_FONT_SIZE * 1.2:
+            ax.text(buf.first + (buf.last + 1 - buf.first) / 2, bottom + nbytes / 2, f"{tensor} ({rows} rows)",
+                    ha="center", va="center", fontsize=LABEL_FONT_SIZE - 1)
+        bottom += nbytes
+    total = sum(nbytes for _, _, nbytes in rings)
+    ax.text(buf.first + (buf.last + 1 - buf.first) / 2, offset + buf.nbytes, f"{len(rings)} ring{'s' if len(rings) > 1 else ''}, {total:,} B",
+            ha="center", va="bottom", fontsize=LABEL_FONT_SIZE)
 
 
 def _draw_live_bytes(ax, table, plan, y_max) -> float:

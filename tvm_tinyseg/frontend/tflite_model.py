@@ -127,11 +127,15 @@ _SAME = 0  # tflite.Padding.SAME
 
 # Input counts TFLite Micro's kernels accept (conv_common.cc, depthwise_conv_common.cc, transpose_conv.cc)
 INPUT_COUNTS = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "TRANSPOSE_CONV": (3, 4)}
+# Where an op's optional bias is; it holds one value per output channel (LiteRT checks this; TFLite
+# Micro reads past a shorter bias).
+BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "TRANSPOSE_CONV": 3, "FULLY_CONNECTED": 2}
 
 
 def _check_inputs(path, subgraph, ops):
-    """Every op reads a tensor first (TFLite marks only later, optional inputs as omitted, -1), and
-    the convolutions take as many inputs as TFLite Micro's kernels accept."""
+    """Every op reads a tensor first (TFLite marks only later, optional inputs as omitted, -1), the
+    convolutions take as many inputs as TFLite Micro's kernels accept, and a bias holds one value per
+    output channel."""
     for i, op_name in enumerate(ops):
         op = subgraph.Operators(i)
         if op.InputsLength() and op.Inputs(0) < 0:
@@ -139,6 +143,14 @@ def _check_inputs(path, subgraph, ops):
         if op.InputsLength() not in INPUT_COUNTS.get(op_name, (op.InputsLength(),)):
             raise ModelFileError(f"{path}: {op_name} (operator #{i}) has {op.InputsLength()} inputs; TFLite "
                                  f"takes {' or '.join(map(str, INPUT_COUNTS[op_name]))}")
+        position = BIAS_INPUT.get(op_name)
+        if position is None or op.InputsLength() <= position or op.Inputs(position) < 0 or op.OutputsLength() < 1:
+            continue
+        bias, output = _tensor_info(subgraph, op.Inputs(position)), _tensor_info(subgraph, op.Outputs(0))
+        channels = output.shape[-1] if output.shape else 1
+        if int(np.prod(bias.shape)) != channels:
+            raise ModelFileError(f"{path}: {op_name} (operator #{i}) bias '{bias.name}' has shape {list(bias.shape)}; "
+                                 f"its output has {channels} channels")
 
 
 def _check_padding(path, subgraph, ops):
