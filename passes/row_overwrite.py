@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import tvm
 import tvm_ffi
-from tvm import s_tir, tirx
+from tvm import tirx
 
 from .lifetime import STORAGE_OP_ATTR, LifetimeTable
+from .row_access import buffer_accesses, loops_in, lower_blocks, outer_row_loop
 from .structural_memo import structural_memo
 
 
@@ -36,31 +37,6 @@ class Overwrite:
     input: str
     output: str
     lead: int
-
-
-def _lowered(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Blocks replaced by their bindings: plain loops over multi-dimensional buffers."""
-    passes = tvm.transform.Sequential([s_tir.transform.LowerInitBlock(), s_tir.transform.ConvertBlocksToOpaque(),
-                                       s_tir.transform.LowerOpaqueBlock()])
-    return passes(tvm.IRModule({"main": func}))["main"]
-
-
-def _row_loop(body):
-    """The outermost loop of extent > 1, if the kernel is a single loop nest down to it."""
-    while True:
-        if isinstance(body, tirx.For):
-            if int(body.extent) > 1:
-                return body
-            body = body.body
-        elif isinstance(body, tirx.SeqStmt):
-            nests = [s for s in body.seq if not isinstance(s, (tirx.AllocBuffer, tirx.DeclBuffer))]
-            if len(nests) != 1:
-                return None
-            body = nests[0]
-        elif isinstance(body, (tirx.AttrStmt, tirx.LetStmt)):
-            body = body.body
-        else:
-            return None
 
 
 def _row_axis(shape) -> int:
@@ -75,45 +51,25 @@ def _row_bytes(buffer, axis: int) -> int:
     return elements * tvm.runtime.DataType(str(buffer.dtype)).bits // 8
 
 
-def _accesses(stmt, buffer, stores: bool) -> list:
-    """Index lists of the loads (or stores) of ``buffer`` inside ``stmt``."""
-    found = []
-    kind = tirx.BufferStore if stores else tvm.ir.expr.TensorLoad
-
-    def visit(node):
-        target = node.buffer if stores else node.source
-        if target.same_as(buffer):
-            found.append(list(node.indices))
-
-    tvm_ffi.structural_walk(stmt, (kind, visit))
-    return found
-
-
-def _inner_loops(stmt) -> list:
-    loops = []
-    tvm_ffi.structural_walk(stmt, (tirx.For, loops.append))
-    return loops
-
-
 @structural_memo()
 def row_overwrite_lead(func: tirx.PrimFunc, input_param: int, output_param: int):
     """The lead in bytes letting parameter ``output_param`` of ``func`` overwrite the rows of
     parameter ``input_param`` (see module docstring), or None when the kernel does not qualify or
     sharing would save nothing."""
-    lowered = _lowered(func)
+    lowered = lower_blocks(func)
     src = lowered.params[input_param]
     dst = lowered.params[output_param]
-    loop = _row_loop(lowered.body)
+    loop = outer_row_loop(lowered.body)
     if loop is None:
         return None
-    reads, writes = _accesses(loop.body, src, False), _accesses(loop.body, dst, True)
-    if (not reads or not writes or len(reads) != len(_accesses(lowered.body, src, False))
-            or len(writes) != len(_accesses(lowered.body, dst, True))):
+    reads, writes = buffer_accesses(loop.body, src, False), buffer_accesses(loop.body, dst, True)
+    if (not reads or not writes or len(reads) != len(buffer_accesses(lowered.body, src, False))
+            or len(writes) != len(buffer_accesses(lowered.body, dst, True))):
         return None  # an access outside the row loop
     src_axis, dst_axis = _row_axis(src.shape), _row_axis(dst.shape)
     src_row, dst_row = _row_bytes(src, src_axis), _row_bytes(dst, dst_axis)
     analyzer = tvm.sym.Analyzer()
-    for inner in _inner_loops(loop.body):
+    for inner in loops_in(loop.body):
         analyzer.bind(inner.loop_var, tvm.ir.Range.from_min_extent(inner.min, inner.extent))
 
     def bound(index, row: int):

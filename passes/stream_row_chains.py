@@ -34,7 +34,7 @@ from tvm import relax, tirx
 
 from .grouping import call_tir_parts
 from .lifetime import OUTPUT_IN_STORAGE_ATTR, STORAGE_OP_ATTR, LifetimeTable
-from .row_overwrite import _accesses, _inner_loops, _lowered, _row_loop
+from .row_access import buffer_accesses, loops_in, lower_blocks, outer_row_loop
 from .structural_memo import structural_memo
 
 RING_PREFIX = "tinyseg_ring"  # ring buffers: always lifted into the arena (codegen/tir_to_c.py)
@@ -71,7 +71,7 @@ class _Stage:
 
 def _bounds(loop, indices, axis, h):
     analyzer = tvm.sym.Analyzer()
-    for inner in _inner_loops(loop.body):
+    for inner in loops_in(loop.body):
         analyzer.bind(inner.loop_var, tvm.ir.Range.from_min_extent(inner.min, inner.extent))
     at_row = {loop.loop_var: tirx.const(h, str(loop.loop_var.ty.dtype))}
     lows, highs = [], []
@@ -94,8 +94,8 @@ def row_stage(func: tirx.PrimFunc, chained: int = None):
     inside the loop."""
     if func.attrs is not None and (STORAGE_OP_ATTR in func.attrs or CHAIN_ATTR in func.attrs):
         return None
-    lowered = _lowered(func)
-    loop = _row_loop(lowered.body)
+    lowered = lower_blocks(func)
+    loop = outer_row_loop(lowered.body)
     out = lowered.params[-1]
     rows = _nhwc_rows(out)
     if loop is None or rows is None or int(loop.extent) != rows or not isinstance(loop.min, tirx.IntImm) \
@@ -104,14 +104,14 @@ def row_stage(func: tirx.PrimFunc, chained: int = None):
     allocs = []
     tvm_ffi.structural_walk(lowered.body, (tirx.AllocBuffer, allocs.append))
     for alloc in allocs:  # accumulators: moved into the row loop, so each must hold one row's values
-        accesses = _accesses(loop.body, alloc.buffer, True) + _accesses(loop.body, alloc.buffer, False)
+        accesses = buffer_accesses(loop.body, alloc.buffer, True) + buffer_accesses(loop.body, alloc.buffer, False)
         if _nhwc_rows(alloc.buffer) != rows or len(accesses) != len(
-                _accesses(lowered.body, alloc.buffer, True) + _accesses(lowered.body, alloc.buffer, False)) \
+                buffer_accesses(lowered.body, alloc.buffer, True) + buffer_accesses(lowered.body, alloc.buffer, False)) \
                 or any(_bounds(loop, accesses, 1, h) != (h, h) for h in range(rows)):
             return None
-    stores, loads = _accesses(loop.body, out, True), _accesses(loop.body, out, False)
-    if not stores or len(stores) != len(_accesses(lowered.body, out, True)) or \
-            len(loads) != len(_accesses(lowered.body, out, False)):
+    stores, loads = buffer_accesses(loop.body, out, True), buffer_accesses(loop.body, out, False)
+    if not stores or len(stores) != len(buffer_accesses(lowered.body, out, True)) or \
+            len(loads) != len(buffer_accesses(lowered.body, out, False)):
         return None
     for h in range(rows):
         if _bounds(loop, stores + loads, 1, h) != (h, h):
@@ -121,8 +121,8 @@ def row_stage(func: tirx.PrimFunc, chained: int = None):
         return stage
     src = lowered.params[chained]
     in_rows = _nhwc_rows(src)
-    reads = _accesses(loop.body, src, False)
-    if in_rows is None or not reads or len(reads) != len(_accesses(lowered.body, src, False)):
+    reads = buffer_accesses(loop.body, src, False)
+    if in_rows is None or not reads or len(reads) != len(buffer_accesses(lowered.body, src, False)):
         return None
     stage.chained = chained
     stage.reads = []
@@ -330,7 +330,7 @@ def _row_range(body, start, end):
 
 
 def _uses(stmt, buffer) -> bool:
-    return bool(_accesses(stmt, buffer, True) or _accesses(stmt, buffer, False))
+    return bool(buffer_accesses(stmt, buffer, True) or buffer_accesses(stmt, buffer, False))
 
 
 def _sink(stmt, alloc):
@@ -355,7 +355,7 @@ def chain_kernel(mod: tvm.IRModule, table: LifetimeTable, chain: RowChain):
     done, rings = _schedule(stages)
     stages = [dataclasses.replace(s, func=_fresh(s.func)) for s in stages]
     anchor = tick_stage(stages)
-    tick_dtype = str(_row_loop(stages[anchor].func.body).loop_var.ty.dtype)
+    tick_dtype = str(outer_row_loop(stages[anchor].func.body).loop_var.ty.dtype)
     tick = tirx.Var("tick", tvm.ir.PrimType(tick_dtype))
     params, args, allocs, bodies = [], [], [], []
     ring = None
