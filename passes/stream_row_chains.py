@@ -34,6 +34,7 @@ from tvm import relax, tirx
 
 from .grouping import call_tir_parts
 from .lifetime import OUTPUT_IN_STORAGE_ATTR, STORAGE_OP_ATTR, LifetimeTable
+from .mac_count import MACS_ATTR, count_macs
 from .row_access import buffer_accesses, loops_in, lower_blocks, outer_row_loop
 from .structural_memo import structural_memo
 
@@ -389,6 +390,7 @@ def chain_kernel(mod: tvm.IRModule, table: LifetimeTable, chain: RowChain):
                      tirx.ForKind.SERIAL, tirx.SeqStmt(bodies))
     func = tirx.PrimFunc(params, tirx.SeqStmt(allocs + [ticks]))
     func = func.with_attr("tirx.noalias", True).with_attr(CHAIN_ATTR, [str(t) for t in chain.tensors])
+    func = func.with_attr(MACS_ATTR, sum(count_macs(mod[table.steps[i].kernel]) for i in chain.steps))
     last = mod[table.steps[chain.steps[-1]].kernel]
     if last.attrs is not None and OUTPUT_IN_STORAGE_ATTR in last.attrs:  # the chain writes a spill row by row
         func = func.with_attr(OUTPUT_IN_STORAGE_ATTR, True)

@@ -91,6 +91,13 @@ def test_memory_json_and_analysis_record_the_chain(chain_net):
     assert "row-streamed chain of steps 0, 1, 2, 3, 4, 5" in text and "in a ring of 3 rows" in text
 
 
+def test_a_chain_kernel_counts_the_macs_of_its_stages(chain_net):
+    """Profiles divide instructions by these: the chain kernel has no blocks left to count in."""
+    _, _, streamed, whole = chain_net
+    (step,) = streamed.memory_report["steps"]
+    assert step["macs"] == sum(s["macs"] for s in whole.memory_report["steps"]) > 0
+
+
 def test_a_budget_spilling_cannot_meet_is_met_by_streaming(chain_net):
     path, root, streamed, whole = chain_net
     budget = (streamed.plan.size + whole.plan.size) // 2

@@ -277,7 +277,7 @@ def qemu_stats(path) -> dict:
             result = compile_model(path, out_dir, mcpu=QEMU_MCPU, **options)
             if x is None:
                 x = _seeded_input(result.io_spec["input"])
-            if macs is None:  # the model's: row-streamed chains recompute none, and count_macs sees one row of them
+            if macs is None:  # the model's (a row-streamed chain computes each MAC once, like the whole kernels)
                 macs = sum(s["macs"] for s in result.memory_report["steps"])
             stats = {"macs": macs}
             y = qemu.run(out_dir, x, qemu.build(out_dir, ram_budget=qemu.RAM_WINDOW), stats)
