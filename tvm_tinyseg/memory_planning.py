@@ -15,7 +15,8 @@ When step 3 overshoots the budget, steps 1-2 are repeated for a budget tighter b
 failing that, the spill set of the smallest arena is used — with ``options.stream_rows``, plus the
 chains of row-local kernels ``stream_chains`` picks to run through row rings (the chain touching
 the arena's peak first) — if it fits, else :class:`BudgetError` names the user's budget and that
-arena, which this function really planned. ``SMALLEST_FEASIBLE`` streams chains while the arena shrinks.
+arena, which this function really planned; spills that a fitting streamed plan does not need are then
+dropped one by one (``_fewer_spills``). ``SMALLEST_FEASIBLE`` streams chains while the arena shrinks.
 """
 import logging
 from dataclasses import dataclass, field
@@ -232,8 +233,23 @@ def _streamed(mod: tvm.IRModule, place, spills, budget: int, options: TinySegOpt
             plans.append(stream_chains(place(every), budget))
     fitting = [p for p in plans if budget != SMALLEST_FEASIBLE and p.arena.size <= budget]
     if fitting:
-        return min(fitting, key=lambda p: (p.moved_bytes, p.arena.size))
+        return _fewer_spills(min(fitting, key=lambda p: (p.moved_bytes, p.arena.size)), place, budget)
     return min(plans, key=lambda p: (p.arena.size, p.moved_bytes))  # the smallest (what a BudgetError names)
+
+
+def _fewer_spills(plan: MemoryPlan, place, budget: int) -> MemoryPlan:
+    """``plan`` (streamed, within ``budget``) with spills dropped while the streamed arena still fits,
+    the spill moving the most bytes tried first: the spill set of the smallest arena is more than a
+    larger budget needs, and a tensor kept in RAM moves nothing."""
+    improved = True
+    while improved and plan.spills:
+        improved = False
+        for spill in sorted(plan.spills, key=lambda s: -s.moved_bytes):
+            trial = stream_chains(place([s for s in plan.spills if s is not spill]), budget)
+            if trial.arena.size <= budget and trial.moved_bytes < plan.moved_bytes:
+                plan, improved = trial, True
+                break
+    return plan
 
 
 def with_external_io(mod: tvm.IRModule) -> tvm.IRModule:

@@ -61,10 +61,17 @@ def _check_static_nonempty_shapes(path, mod) -> None:
 _BOUND_OPS = frozenset({"relax.where", "relax.minimum", "relax.maximum", "relax.clip"})
 
 
+# Float constants beyond this magnitude are refused: float32 products with them overflow for
+# ordinary activations (|x| > 2.7e8), and which ones do depends on the order of operations (a
+# batch normalization folded into its convolution here, applied after it by onnxruntime), so the
+# infinities and NaNs would land elsewhere than the reference's. Trained weights stay far below.
+FLOAT_CONSTANT_LIMIT = 2.0**100
+
+
 def _check_finite_constants(path, mod) -> None:
     """Float constants as imported, after the frontends' folding (e.g. a square root of a
-    negative constant), must be finite: the reference would compute NaN or infinity from them.
-    An infinite bound of a clamp is fine."""
+    negative constant), must be finite: the reference would compute NaN or infinity from them;
+    and within FLOAT_CONSTANT_LIMIT. An infinite or huge bound of a clamp is fine."""
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
             op = getattr(getattr(binding.value, "op", None), "name", None)
@@ -79,6 +86,12 @@ def _check_finite_constants(path, mod) -> None:
                 if np.any(bad):
                     raise ModelFileError(f"{path}: a constant used by '{binding.var.name}' ({op}) is not finite "
                                          f"({np.count_nonzero(bad)} NaN or infinite values)")
+                huge = np.abs(values.astype(np.float64)) > FLOAT_CONSTANT_LIMIT
+                if op not in _BOUND_OPS and np.any(huge):
+                    raise ModelFileError(
+                        f"{path}: a constant used by '{binding.var.name}' ({op}) holds {np.count_nonzero(huge)} values "
+                        f"beyond {FLOAT_CONSTANT_LIMIT:.3g} (first: {float(values[huge].reshape(-1)[0]):.4g}); float32 "
+                        "arithmetic overflows near them, where depends on the order of operations")
 
 
 __all__ = ["ImportedModel", "TensorInfo", "load_model"]

@@ -53,6 +53,30 @@ def _check_clip_bounds(path, graph, initializers) -> None:
                                         "(every output would be max); refusing it rather than computing min")
 
 
+def _check_resize_scales(path, model, initializers) -> None:
+    """onnxruntime's Resize maps output pixel x through the given ``scales`` (asymmetric: x / scale)
+    and makes ``int(size * scale)`` pixels; TVM's resize maps through the sizes' ratio. They agree
+    when ``size * scale`` is a whole number of pixels: refuse any other constant scale."""
+    resizes = [(i, node) for i, node in enumerate(model.graph.node)
+               if node.op_type == "Resize" and len(node.input) >= 3 and node.input[2] in initializers]
+    if not resizes:
+        return
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in [*graph.input, *graph.value_info, *graph.output]}
+    for i, node in resizes:
+        scales = onnx.numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32).reshape(-1)
+        sizes = dims.get(node.input[0])
+        if sizes is None or len(sizes) != len(scales):
+            continue
+        for size, scale in zip(sizes, scales):
+            pixels = np.float32(size) * scale if size else None
+            if pixels is not None and pixels != np.floor(pixels):
+                raise UnsupportedModelError(
+                    f"{path}: Resize node #{i} '{node.name}': scale {float(scale):.8g} of an axis of {size} gives "
+                    f"{float(pixels):.8g} pixels; only scales giving whole sizes are supported")
+
+
 def _value_info(path, value, input_shapes) -> TensorInfo:
     tensor_type = value.type.tensor_type
     dims = [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
@@ -183,6 +207,7 @@ def load_onnx(path: str, input_shapes: dict = None) -> ImportedModel:
     initializers = {i.name: i for i in graph.initializer}
     _check_finite(path, graph, _initializer_arrays(path, graph))
     _check_clip_bounds(path, graph, initializers)
+    _check_resize_scales(path, model, initializers)
     inputs = [_value_info(path, v, input_shapes) for v in graph.input if v.name not in initializers]
     input_shapes_.check_known(path, input_shapes, [t.name for t in inputs])
     outputs = [TensorInfo(v.name, tuple(int(d.dim_value) for d in v.type.tensor_type.shape.dim),

@@ -124,9 +124,8 @@ def _static_shape(expr):
 
 def _declared_shape(tensor):
     """The shape the file declares, None for dimensions its signature leaves open (other than the
-    batch, which is fixed to 1); None when no shape is declared."""
-    if not tensor.ShapeLength():
-        return None
+    batch, which is fixed to 1). No dimensions declare a scalar, as TFLite Micro reads them (an op
+    computing more than one value into it is refused: TFLite Micro would write past it)."""
     shape = [int(s) for s in tensor.ShapeAsNumpy()]
     if tensor.ShapeSignatureLength():
         signature = tensor.ShapeSignatureAsNumpy()
