@@ -166,7 +166,8 @@ def _peak_tensors(plan: MemoryPlan) -> set:
 def stream_chains(plan: MemoryPlan, budget: int) -> MemoryPlan:
     """Greedy choice of row-streamed chains (passes/stream_row_chains.py) for ``plan`` (spills
     already chosen): while the arena exceeds ``budget`` (SMALLEST_FEASIBLE: while it shrinks), stream
-    the chain touching the arena's peak that frees the most bytes, kept only if the arena shrinks."""
+    the chain touching the arena's peak that frees the most bytes (for a budget, when none touches
+    it, the one freeing the most of all), kept only if the arena shrinks."""
     best = plan
     base = plan.mod
     if in_place_mapped(plan.options) and plan.spills:
@@ -184,9 +185,10 @@ def stream_chains(plan: MemoryPlan, budget: int) -> MemoryPlan:
     while candidates and (budget == SMALLEST_FEASIBLE or best.arena.size > budget):
         peak = _peak_tensors(best)
         touching = [c for c in candidates if touches(c, peak)]
-        if not touching:
+        if not touching and budget == SMALLEST_FEASIBLE:
             break
-        pick = max(touching, key=lambda c: sum(c.tensor_bytes) - sum(c.ring_bytes))
+        # for a budget, the other chains too: the high-water mark may sit where placement put it
+        pick = max(touching or candidates, key=lambda c: sum(c.tensor_bytes) - sum(c.ring_bytes))
         candidates.remove(pick)
         trial = _place(StreamRowChains(chosen + [pick])(base), plan.spills, plan.options, chosen + [pick])
         if trial.arena.size < best.arena.size:
