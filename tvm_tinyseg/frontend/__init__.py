@@ -33,7 +33,21 @@ def load_model(path, input_shapes: dict = None) -> ImportedModel:
         raise
     _check_static_nonempty_shapes(path, model.mod)
     _check_finite_constants(path, model.mod)
+    _check_no_runtime_calls(path, model)
     return model
+
+
+def _check_no_runtime_calls(path, model) -> None:
+    """TVM imports a few ops (MATRIX_SET_DIAG, ...) as calls of its runtime library
+    (``R.call_dps_packed``), which the plain C here has no place for: refuse them by name."""
+    for block in model.mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.call_dps_packed"):
+                callee = getattr(value.args[0], "global_symbol", value.args[0])
+                raise UnsupportedModelError(
+                    f"{path}: TVM imports one of its ops ({', '.join(sorted(set(model.ops)))}) as a call of its "
+                    f"runtime library function '{callee}', which plain C has not: unsupported")
 
 
 def _dim(d):
