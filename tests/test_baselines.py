@@ -23,7 +23,13 @@ def test_table_covers_the_int8_zoo_and_the_user_models():
     assert set(_records()) == {os.path.basename(p) for p in int8_zoo()} | set(baselines.USER_MODELS)
 
 
-@pytest.mark.parametrize("model", int8_zoo(), ids=os.path.basename)
+def _zoo_params():
+    """The small TinyUNet in `make test-quick`; the others compile for tens of seconds each."""
+    return [pytest.param(m, marks=[] if m.endswith("tinyunet_32x32_c1.tflite") else [pytest.mark.slow])
+            for m in int8_zoo()]
+
+
+@pytest.mark.parametrize("model", _zoo_params(), ids=os.path.basename)
 def test_tinyseg_columns_match_a_fresh_compile(model, compiled_zoo):
     record = _records()[os.path.basename(model)]
     report = compiled_zoo.get(model)[0].memory_report
@@ -32,7 +38,7 @@ def test_tinyseg_columns_match_a_fresh_compile(model, compiled_zoo):
     assert record["weight_bytes"] == report["weight_bytes"]
 
 
-@pytest.mark.parametrize("model", int8_zoo(), ids=os.path.basename)
+@pytest.mark.parametrize("model", _zoo_params(), ids=os.path.basename)
 def test_tinyseg_min_columns_match_a_fresh_compile(model, compiled_zoo):
     record = _records()[os.path.basename(model)]
     report = compiled_zoo.get(model, ram_budget=SMALLEST_FEASIBLE, storage="mmap")[0].memory_report

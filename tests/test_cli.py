@@ -67,6 +67,7 @@ def test_demo_compiles_with_and_without_tinyseg_and_checks_against_tflite_micro(
         assert int(ram) <= kib * 1024 and int(instructions) > 0 and int(moved) > 0 and verdict == "identical"
 
 
+@pytest.mark.slow
 def test_analyze_prints_the_peak_step_and_plots_the_arena(tmp_path):
     from tvm_tinyseg.driver import compile_model
 
@@ -142,8 +143,11 @@ BAD_COMPILE_OPTIONS = [  # (arguments after 'compile SMALL -o DIR', what the one
     (["--ram-budget=-5K"], "invalid size '-5K'"),
     (["--ram-budget", "1.5K"], "invalid size '1.5K'"),
     (["--storage", "tape"], "invalid choice: 'tape'"),
-    (["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 10240 B"),
-    (["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 10240 B"),
+    # these two search the smallest arena first (tens of seconds each): in `make test` only
+    pytest.param(["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 10240 B",
+                 marks=pytest.mark.slow),
+    pytest.param(["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 10240 B",
+                 marks=pytest.mark.slow),
     (["--ram-budget", "100K", "--pass-config", "tinyseg.ram_budget=200K"],
      "--ram-budget 102400 conflicts with --pass-config tinyseg.ram_budget=204800"),
     (["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),

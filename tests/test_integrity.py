@@ -46,6 +46,7 @@ def test_the_crcs_count_in_the_ram_budget():
     assert compile_model(MODEL, ram_budget=10400, integrity=False).memory_report["arena_bytes"] <= 10400
 
 
+@pytest.mark.slow
 def test_analyze_shows_the_cost_and_no_integrity_turns_it_off():
     on = run_tinyseg("analyze", MODEL, "--ram-budget", "min")
     assert on.returncode == 0 and "integrity check: a CRC-16 per 16-byte block, 1024 B of RAM" in on.stdout

@@ -42,6 +42,7 @@ def test_pipeline_keyword_arguments_override_the_context():
     assert last_memory_report()["storage_bytes"] == 0
 
 
+@pytest.mark.slow
 def test_impossible_budget_fails_the_build_with_the_smallest_feasible_one():
     from tvm_tinyseg.passes.spill_planner import BudgetError
 

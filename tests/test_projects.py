@@ -324,6 +324,7 @@ def test_zephyr_project_with_mapped_storage_compiles(tmp_path):
         assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_zephyr_mapped_storage_counts_the_bytes_read_through_the_mapping(tmp_path):
     """mmap storage: consumers read the pool in place, and the stats count those reads, so the
     traffic printed is the report's moved bytes."""
@@ -348,6 +349,7 @@ def _prefixed_identifiers(directory, prefix):
     return found
 
 
+@pytest.mark.slow
 def test_zephyr_project_under_a_module_name_matches_tflm(tmp_path):
     """--module-name seg: the project's code calls seg_run and includes seg_model.h; no tinyseg_
     name is left in it, and it still prints TFLite Micro's output hash."""

@@ -27,7 +27,7 @@ CONFIGS = {
     "spill_file": {"ram_budget": SMALLEST_FEASIBLE, "storage": "file"},
     "io_outside_arena": {"ram_budget": SMALLEST_FEASIBLE, "storage": "mmap", "io_in_arena": False},
 }
-QUICK = ("tinyunet_32x32_c1.tflite",)  # the rest take minutes: marked slow
+QUICK = ("tinyunet_32x32_c1.tflite",)  # the rest take minutes: marked slow (and every io_outside_arena case)
 UNDER_VALGRIND = QUICK + ("tinyunet_80x120.tflite",)
 IO_OUTSIDE_ARENA = QUICK + ("tinyunet_authentic_80x120.tflite",)  # the caller's buffers, read and written in place
 MODELS = zoo(lambda f: f.endswith((".tflite", ".onnx")))
@@ -36,7 +36,8 @@ CANARY_FLAGS = ["-DTINYSEG_DEBUG_CANARIES"]
 
 def _cases():
     return [pytest.param(model, config, id=f"{os.path.basename(model)}-{config}",
-                         marks=[] if os.path.basename(model) in QUICK else [pytest.mark.slow])
+                         marks=[] if os.path.basename(model) in QUICK and config != "io_outside_arena"
+                         else [pytest.mark.slow])
             for model in MODELS for config in CONFIGS
             if (config != "spill_file" or os.path.basename(model) in UNDER_VALGRIND)
             and (config != "io_outside_arena" or os.path.basename(model) in IO_OUTSIDE_ARENA)]

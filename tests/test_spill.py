@@ -226,6 +226,7 @@ def test_zoo_on_block_storage_at_the_smallest_budget_matches_tflite_micro(model,
     assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]
 
 
+@pytest.mark.slow
 def test_tinyunet_is_more_than_half_below_tflite_micro(compiled_zoo):
     result, out_dir, exe = compiled_zoo.get(TINYUNET, ram_budget=SMALLEST_FEASIBLE, storage="mmap")
     tflm_arena = 508_744  # benchmarks/results.json, measured by bisection on the interpreter's arena size
@@ -266,6 +267,7 @@ def test_pass_context_budget_changes_the_emitted_arena(tmp_path):
     assert f"#define TINYSEG_ARENA_BYTES {result.memory_report['arena_bytes']}u" in header
 
 
+@pytest.mark.slow
 def test_cli_budget_below_the_smallest_feasible_is_one_clear_line(tmp_path):
     proc = run_tinyseg("compile", TINYUNET, "-o", tmp_path, "--ram-budget", "8K", "--storage", "mmap")
     assert proc.returncode == 1

@@ -130,6 +130,7 @@ def test_injected_corruption_is_real_without_integrity(model, tmp_path):
     assert status == OK and not np.array_equal(y, reference)
 
 
+@pytest.mark.slow
 def test_integrity_mode_cannot_check_in_place_reads(model, tmp_path):
     out_dir, x, _ = model("mmap")
     d = copy_of(out_dir, tmp_path)
@@ -200,7 +201,8 @@ def test_remote_fault_gives_its_status(model, monkeypatch, faults, expected, res
         assert server.stats["frames"] == REMOTE_FRAMES_BEFORE_READS + 8192 // 256 + resent
 
 
-@pytest.mark.parametrize("integrity", [True, False], ids=["default", "no-integrity"])
+@pytest.mark.parametrize("integrity", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["default", "no-integrity"])
 def test_server_keeping_flipped_bits(model, integrity):
     """A server that keeps a written bit flipped, in well-formed frames (the frame CRCs cannot see
     it): status 5 with the integrity check, a wrong output with status 0 without it."""
@@ -291,9 +293,9 @@ def test_semihost_fault_gives_its_status(model, tmp_path, fault, call, integrity
 
 
 QEMU_REMOTE_FAULTS = [
-    (Faults(corrupt_reads=2), OK),
+    pytest.param(Faults(corrupt_reads=2), OK, marks=pytest.mark.slow),
     (Faults(corrupt_reads=10 ** 6), CHECKSUM),
-    (Faults(hang_up_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED),
+    pytest.param(Faults(hang_up_after=REMOTE_FRAMES_BEFORE_READS + 5), LINK_FAILED, marks=pytest.mark.slow),
 ]
 
 

@@ -35,7 +35,8 @@ def test_crc16_is_ccitt_false():
 
 # --- end to end on the host -------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", [TINYUNET_32, TINYUNET_80x120], ids=os.path.basename)
+@pytest.mark.parametrize("model", [TINYUNET_32, pytest.param(TINYUNET_80x120, marks=pytest.mark.slow)],
+                         ids=os.path.basename)
 def test_uart_storage_matches_tflm_and_counts_the_bytes_moved(compiled_zoo, model):
     result, out_dir, exe = compiled_zoo.get(model, ram_budget=-1, storage="uart")
     report = result.memory_report
@@ -90,7 +91,8 @@ def test_uart_storage_under_qemu_matches_tflm_and_the_host(compiled_zoo):
                                                                          stats["storage_read"])
 
 
-@pytest.mark.parametrize("platform", ["host", pytest.param("qemu", marks=[needs_qemu, pytest.mark.slow])])
+@pytest.mark.parametrize("platform", [pytest.param("host", marks=pytest.mark.slow),
+                                      pytest.param("qemu", marks=[needs_qemu, pytest.mark.slow])])
 def test_cli_runs_a_uart_model_with_its_own_server(tmp_path, platform):
     build = tmp_path / "build"
     proc = run_tinyseg("compile", TINYUNET_32, "-o", build, "--ram-budget", "min", "--storage", "uart")
