@@ -128,32 +128,35 @@ def test_sizes_in_every_spelling_give_the_same_budget(sizes):
     assert {parse_size(s) for s in sizes} == {131072}
 
 
+def _slow(*case):
+    return pytest.param(*case, marks=pytest.mark.slow)
+
+
 BAD_COMPILE_OPTIONS = [  # (arguments after 'compile SMALL -o DIR', what the one-line message must say)
+    # each case starts the command line (TVM's import, seconds): four in `make test-quick`, all in `make test`
     (["--target", "llvm"], "unknown target 'llvm' (supported: c)"),
-    (["--mcpu", "cortex-a53"], "unknown mcpu 'cortex-a53'"),
-    (["--executor", "graph"], "unknown executor 'graph' (supported: aot)"),
+    _slow(["--mcpu", "cortex-a53"], "unknown mcpu 'cortex-a53'"),
+    _slow(["--executor", "graph"], "unknown executor 'graph' (supported: aot)"),
     (["--pass-config", "tinyseg.ram_limit=128K"], "unknown PassContext option 'tinyseg.ram_limit'"),
-    (["--pass-config", "tir.disable_vectorize=1"], "unknown PassContext option 'tir.disable_vectorize'"),
-    (["--pass-config", "tinyseg.ram_budget"], "expected KEY=VALUE"),
-    (["--pass-config", "tinyseg.ram_budget=lots"], "tinyseg.ram_budget expects a size in bytes"),
-    (["--pass-config", "tinyseg.fuse_fetch=maybe"], "tinyseg.fuse_fetch expects true or false"),
-    (["--pass-config", "tinyseg.storage=sdcard"], "tinyseg.storage must be one of file, mmap, uart, got 'sdcard'"),
-    (["--pass-config", "tinyseg.planner=optimal"], "tinyseg.planner must be one of"),
+    _slow(["--pass-config", "tir.disable_vectorize=1"], "unknown PassContext option 'tir.disable_vectorize'"),
+    _slow(["--pass-config", "tinyseg.ram_budget"], "expected KEY=VALUE"),
+    _slow(["--pass-config", "tinyseg.ram_budget=lots"], "tinyseg.ram_budget expects a size in bytes"),
+    _slow(["--pass-config", "tinyseg.fuse_fetch=maybe"], "tinyseg.fuse_fetch expects true or false"),
+    _slow(["--pass-config", "tinyseg.storage=sdcard"], "tinyseg.storage must be one of file, mmap, uart, got 'sdcard'"),
+    _slow(["--pass-config", "tinyseg.planner=optimal"], "tinyseg.planner must be one of"),
     (["--ram-budget", "12X"], "invalid size '12X'"),
-    (["--ram-budget=-5K"], "invalid size '-5K'"),
-    (["--ram-budget", "1.5K"], "invalid size '1.5K'"),
-    (["--storage", "tape"], "invalid choice: 'tape'"),
+    _slow(["--ram-budget=-5K"], "invalid size '-5K'"),
+    _slow(["--ram-budget", "1.5K"], "invalid size '1.5K'"),
+    _slow(["--storage", "tape"], "invalid choice: 'tape'"),
     # these two search the smallest arena first (tens of seconds each): in `make test` only
-    pytest.param(["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 10240 B",
-                 marks=pytest.mark.slow),
-    pytest.param(["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 10240 B",
-                 marks=pytest.mark.slow),
+    _slow(["--ram-budget", "4K"], "RAM budget 4096 B cannot be met: the smallest feasible arena is 10240 B"),
+    _slow(["--pass-config", "tinyseg.ram_budget=4K"], "the smallest feasible arena is 10240 B"),
     (["--ram-budget", "100K", "--pass-config", "tinyseg.ram_budget=200K"],
      "--ram-budget 102400 conflicts with --pass-config tinyseg.ram_budget=204800"),
-    (["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),
-    (["--storage", "file", "--pass-config", "tinyseg.storage=mmap"], "--storage file conflicts"),
-    (["--pass-config", "tinyseg.storage=mmap", "--pass-config", "tinyseg.storage=file"], "given twice"),
-    (["--project", "qemu_cortex_m", "--mcpu", "cortex-m4"], "--project qemu_cortex_m is a cortex-m7 board"),
+    _slow(["--no-tinyseg", "--pass-config", "tinyseg.enable=true"], "--no-tinyseg conflicts with --pass-config"),
+    _slow(["--storage", "file", "--pass-config", "tinyseg.storage=mmap"], "--storage file conflicts"),
+    _slow(["--pass-config", "tinyseg.storage=mmap", "--pass-config", "tinyseg.storage=file"], "given twice"),
+    _slow(["--project", "qemu_cortex_m", "--mcpu", "cortex-m4"], "--project qemu_cortex_m is a cortex-m7 board"),
 ]
 
 

@@ -13,7 +13,9 @@ ARM_CC = "arm-none-eabi-gcc"
 CORTEX_M7 = ["-mcpu=cortex-m7", "-mthumb", "-ffreestanding"]
 
 
-@pytest.mark.parametrize("model", int8_zoo() + float_zoo(), ids=os.path.basename)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=[] if m.endswith("tinyunet_32x32_c1.tflite")
+                                                 else [pytest.mark.slow]) for m in int8_zoo() + float_zoo()],
+                         ids=os.path.basename)
 def test_compiles_for_cortex_m7(model, compiled_zoo, tmp_path):
     if shutil.which(ARM_CC) is None:
         pytest.skip(f"{ARM_CC} not installed (scripts/setup.sh installs it)")

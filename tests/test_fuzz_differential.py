@@ -104,6 +104,7 @@ LONG_RUN_CASES = {14: {33: "both-refuse", 87: "both-refuse", 921: "both-refuse",
                    17: {993: "both-refuse"}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", sorted(LONG_RUN_CASES))
 def test_cases_the_long_run_found(seed):
     """Found by the 2000-case run of seed 14: an ONNX initializer whose dims no longer match its

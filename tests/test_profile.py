@@ -50,6 +50,7 @@ def compiled(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_profile_table_and_json(compiled, tmp_path):
     out = compiled
     x = np.random.default_rng(0).integers(-128, 128, size=(1, 32, 32, 1), dtype=np.int8)

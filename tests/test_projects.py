@@ -281,6 +281,7 @@ def zephyr_uart_project(tmp_path_factory):
 
 
 @needs_arm_gcc
+@pytest.mark.slow
 def test_zephyr_uart_project_compiles_for_cortex_m(zephyr_uart_project):
     names = sorted(os.path.basename(p) for p in glob.glob(str(zephyr_uart_project / "src" / "*.c")))
     assert names == ["link_uart.c", "main.c", "storage_remote.c", "tinyseg_model.c"]
@@ -290,6 +291,7 @@ def test_zephyr_uart_project_compiles_for_cortex_m(zephyr_uart_project):
         assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_zephyr_uart_project_with_a_storage_server_matches_tflm(zephyr_uart_project, tmp_path):
     """Its UART link, on a host UART that is a TCP connection, spills to the package's storage
     server and the output hash is TFLite Micro's."""
@@ -303,6 +305,7 @@ def test_zephyr_uart_project_with_a_storage_server_matches_tflm(zephyr_uart_proj
     assert stats["storage_written"] > 0 and stats["storage_read"] > 0
 
 
+@pytest.mark.slow
 def test_zephyr_uart_project_without_a_server_reports_a_storage_error(zephyr_uart_project, tmp_path):
     exe = _zephyr_host_build(zephyr_uart_project, tmp_path, ["kernel", "uart"])
     with socket.socket() as unused:  # a loopback port nobody listens on
@@ -364,6 +367,7 @@ def test_zephyr_project_under_a_module_name_matches_tflm(tmp_path):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_qemu_project_under_a_module_name_runs_and_matches_tflm(tmp_path):
     out = tmp_path / "p"
     _compile_project(out, "--ram-budget", "16K", "--storage", "file", "--project", "qemu_cortex_m",

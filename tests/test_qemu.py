@@ -69,7 +69,8 @@ def test_tinyunet_80x120_without_tinyseg_overflows_ram(tmp_path):
         qemu.build(d, ram_budget=RAM_BUDGET)
 
 
-@pytest.mark.parametrize("storage", ["mmap", "file", pytest.param("uart", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["mmap", "file", "uart"])
 def test_tinyunet_80x120_with_tinyseg_fits_and_matches_tflm(tmp_path, storage):
     d = str(tmp_path / storage)
     result = compile_model(TINYUNET_80x120, d, ram_budget=-1, storage=storage)

@@ -286,6 +286,7 @@ def test_tinyunet_on_block_storage_streams_row_windows_through_a_file(tmp_path):
     assert stats["storage_written"] + stats["storage_read"] == report["moved_bytes"]
 
 
+@pytest.mark.slow
 def test_row_windows_count_against_the_budget(tmp_path):
     # without the storage CRCs, whose RAM also counts in the budget (tests/test_integrity.py)
     result = compile_model(TINYUNET, ram_budget=SMALLEST_FEASIBLE, storage="file", integrity=False)
@@ -298,7 +299,8 @@ def test_row_windows_count_against_the_budget(tmp_path):
     assert compile_model(TINYUNET, ram_budget=smallest, storage="file", integrity=False).memory_report["arena_bytes"] <= smallest
 
 
-@pytest.mark.parametrize("storage", ["mmap", pytest.param("file", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["mmap", "file"])
 def test_partial_spilling_moves_fewer_bytes_between_no_spill_and_the_smallest_arena(storage, tmp_path):
     model = os.path.join(MODELS, "tinyunet_32x32_c1.tflite")
     whole = compile_model(model, ram_budget=SMALLEST_FEASIBLE, storage=storage).memory_report

@@ -7,12 +7,14 @@ import pytest
 from conftest import SEEDS, float_reference, float_zoo, int8_zoo, seeded_input, tflm_reference
 from tvm_tinyseg.boards import host
 
-LARGE = ("tinyunet_160x240",)  # end-to-end cases that take tens of seconds: marked slow
+# In `make test-quick`: the small TinyUNet (int8) and the ONNX TinyUNet (float); every other zoo
+# model compiles for seconds to tens of seconds: `make test` only.
+QUICK = ("tinyunet_32x32_c1.tflite", "tinyunet_80x120.onnx")
 
 
 def _params(paths):
     return [pytest.param(p, id=os.path.basename(p),
-                         marks=[pytest.mark.slow] if any(n in p for n in LARGE) else [])
+                         marks=[] if os.path.basename(p) in QUICK else [pytest.mark.slow])
             for p in paths]
 
 
