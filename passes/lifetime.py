@@ -103,6 +103,11 @@ class LifetimeTable:
         """The tensors of the arena: neither stored copies nor the caller's input/output buffers."""
         return [t for t in self.tensors.values() if not (t.in_storage or t.external)]
 
+    @property
+    def io_outside_arena(self) -> bool:
+        """The model's inputs and outputs are the caller's buffers (EXTERNAL_IO_ATTR)."""
+        return any(self.tensors[name].external for name in self.inputs + self.outputs)
+
     def storage_tensors(self):
         return [t for t in self.tensors.values() if t.in_storage]
 

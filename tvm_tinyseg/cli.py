@@ -314,6 +314,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_io_outside_arena(p) -> None:
+    p.add_argument("--io-outside-arena", action="store_true",
+                   help="keep the model's inputs and outputs in the caller's buffers (e.g. a camera frame in "
+                        "PSRAM), read and written in place: the arena holds the rest")
+
+
 def _add_input_shape(p) -> None:
     from tvm_tinyseg.frontend.input_shapes import parse_input_shape
 
@@ -367,9 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not parse the generated C with the host compiler (cc -fsyntax-only) before writing it")
     p.add_argument("--no-integrity", action="store_true",
                    help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
-    p.add_argument("--io-outside-arena", action="store_true",
-                   help="keep the model's inputs and outputs in the caller's buffers (e.g. a camera frame in "
-                        "PSRAM), read and written in place: the arena holds the rest")
+    _add_io_outside_arena(p)
     p.add_argument("--module-name", type=_checked(check_module_name), default=DEFAULT_MODULE_NAME, metavar="NAME",
                    help="prefix of every C symbol, macro and file (NAME_run, NAME_model.h; default tinyseg), "
                         "so several models link into one firmware")
@@ -388,9 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fuse-fetch", action="store_true", help="fetch spilled tensors into RAM copies")
     p.add_argument("--no-integrity", action="store_true",
                    help="no CRC per block of 'file'/'uart' storage (saves its RAM; corrupted storage goes unnoticed)")
-    p.add_argument("--io-outside-arena", action="store_true",
-                   help="keep the model's inputs and outputs in the caller's buffers (e.g. a camera frame in "
-                        "PSRAM), read and written in place: the arena holds the rest")
+    _add_io_outside_arena(p)
     _add_input_shape(p)
     p.set_defaults(func=cmd_analyze)
 
